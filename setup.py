@@ -1,0 +1,58 @@
+"""Packaging for minicnn.
+
+``pip install -e ".[dev]"`` installs everything the tests need;
+``pip install ".[gpu]"`` adds CuPy (CUDA 12) for the GPU backend.
+The raw CUDA sources in ``kernels/`` ship as package data
+(``minicnn/kernels/*.cu`` inside the wheel) so a non-editable install finds them.
+"""
+import os
+import shutil
+
+from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def read_version():
+    ns = {}
+    with open(os.path.join(HERE, "minicnn", "_version.py")) as f:
+        exec(f.read(), ns)
+    return ns["__version__"]
+
+
+class BuildPyWithKernels(build_py):
+    """Copy the top-level ``kernels/*.cu`` into the built package."""
+
+    def run(self):
+        super().run()
+        src = os.path.join(HERE, "kernels")
+        dst = os.path.join(self.build_lib, "minicnn", "kernels")
+        os.makedirs(dst, exist_ok=True)
+        for name in sorted(os.listdir(src)):
+            if name.endswith((".cu", ".cuh")):
+                shutil.copy2(os.path.join(src, name), os.path.join(dst, name))
+
+
+setup(
+    name="minicnn",
+    version=read_version(),
+    description="A from-scratch, readable CNN framework on NumPy (CPU) or CuPy (GPU)",
+    long_description=open(os.path.join(HERE, "README.md")).read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["minicnn", "minicnn.*"]),
+    install_requires=[
+        "numpy>=1.24",
+        "pillow>=9",
+        "tqdm>=4.60",
+        "matplotlib>=3.6",
+    ],
+    extras_require={
+        "dev": ["pytest>=7", "hypothesis>=6.80", "pytest-timeout>=2.1"],
+        "gpu": ["cupy-cuda12x>=13"],
+        "torch": ["torch"],
+    },
+    entry_points={"console_scripts": ["minicnn=minicnn.cli:main"]},
+    cmdclass={"build_py": BuildPyWithKernels},
+)
