@@ -29,7 +29,7 @@ class BuildPyWithKernels(build_py):
         src = os.path.join(HERE, "kernels")
         dst = os.path.join(self.build_lib, "minicnn", "kernels")
         os.makedirs(dst, exist_ok=True)
-        for name in sorted(os.listdir(src)):
+        for name in sorted(os.listdir(src)) if os.path.isdir(src) else []:
             if name.endswith((".cu", ".cuh")):
                 shutil.copy2(os.path.join(src, name), os.path.join(dst, name))
 
