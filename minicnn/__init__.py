@@ -2,17 +2,20 @@
 
 One array code path runs on NumPy (CPU) or CuPy (GPU). Start with
 ``minicnn.autograd`` (Tensor, Function, backward), then
-``minicnn.functional`` (the ops), ``minicnn.nn`` (layers) and
-``minicnn.optim`` (optimizers).
+``minicnn.functional`` (the ops), ``minicnn.nn`` (layers),
+``minicnn.optim`` (optimizers), ``minicnn.data`` (CIFAR-10, loaders),
+``minicnn.models`` (LeNet-5 to ResNet-110) and ``minicnn.train`` (the loop).
 """
 from ._version import __version__
 from .backend import get_array_module, is_gpu_available, default_dtype, set_default_dtype
 from .autograd import Tensor, Function, tensor, no_grad, enable_grad, is_grad_enabled
 from . import functional
 from .gradcheck import gradcheck, numerical_grad, GradcheckReport
+from . import nn, optim
+from .serialization import save, load
 
 __all__ = [
     "__version__", "Tensor", "Function", "tensor", "no_grad", "enable_grad", "is_grad_enabled",
     "get_array_module", "is_gpu_available", "default_dtype", "set_default_dtype",
-    "functional", "gradcheck", "numerical_grad", "GradcheckReport",
+    "functional", "gradcheck", "numerical_grad", "GradcheckReport", "nn", "optim", "save", "load",
 ]
