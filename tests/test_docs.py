@@ -1,0 +1,20 @@
+"""Every ```python block in docs/*.md runs (blocks of one file share a namespace, in order)."""
+import pathlib
+import re
+
+import pytest
+
+DOCS = sorted((pathlib.Path(__file__).parent.parent / "docs").glob("*.md"))
+BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
+
+
+@pytest.mark.parametrize("path", DOCS, ids=lambda p: p.name)
+def test_doc_examples_run(path, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    ns = {"__name__": f"doc_{path.stem}"}
+    for i, code in enumerate(BLOCK.findall(path.read_text())):
+        exec(compile(code, f"{path.name}[block {i}]", "exec"), ns)
+
+
+def test_docs_exist():
+    assert len(DOCS) >= 5
