@@ -50,6 +50,11 @@ class _GradMode:
     enabled = True
 
 
+class _Profiling:
+    """The active ``minicnn.profiler.Profiler`` (None almost always: one attribute check per op)."""
+    active = None
+
+
 def is_grad_enabled():
     """Whether new ops are recorded for backward."""
     return _GradMode.enabled
@@ -381,7 +386,12 @@ class Function:
         needs = tuple(isinstance(x, Tensor) and x.requires_grad for x in inputs)
         record = grad_on and any(needs)
         fn.needs_input_grad = needs
-        out = fn.forward(*arrays, **settings)
+        prof = _Profiling.active
+        if prof is None:
+            out = fn.forward(*arrays, **settings)
+        else:
+            with prof.timing(cls.__name__, "forward"):
+                out = fn.forward(*arrays, **settings)
 
         if isinstance(out, tuple):
             outputs = tuple(Tensor.__new__(Tensor) for _ in out)
@@ -481,7 +491,12 @@ def run_backward(root, grad, retain_graph=False):
             # Outputs that received no gradient contribute zeros.
             xp = get_array_module(*[g for g in gouts if g is not None])
             gouts = [xp.zeros(*fn.output_meta[i]) if g is None else g for i, g in enumerate(gouts)]
-        grads = fn.backward(*gouts)
+        prof = _Profiling.active
+        if prof is None:
+            grads = fn.backward(*gouts)
+        else:
+            with prof.timing(type(fn).__name__, "backward"):
+                grads = fn.backward(*gouts)
         if not isinstance(grads, tuple):
             grads = (grads,)
         if len(grads) != len(fn.inputs):
