@@ -1,0 +1,177 @@
+"""Batch normalization: ``batch_norm`` for (N, C) and (N, C, H, W) (any (N, C, *) in fact)."""
+import numpy as np
+
+from ..autograd import Function, Tensor
+from ..backend import get_array_module
+from .conv import _sum_rows
+
+__all__ = ["batch_norm"]
+
+
+def _channel_rows(x):
+    """x (N, C, *spatial) as an (M, C) matrix, M = N * prod(spatial), plus the way back.
+
+    Moving the channel axis last is free when x has channels-last memory (a
+    conv output); for NCHW memory it costs one copy. Per-channel statistics
+    are then column reductions of one matrix, and the result is built in
+    the same (M, C) layout, so it is channels-last memory again.
+    """
+    xp = get_array_module(x)
+    if x.ndim == 2:
+        return x, lambda rows: rows
+    perm = (0,) + tuple(range(2, x.ndim)) + (1,)
+    moved = xp.ascontiguousarray(x.transpose(perm))
+    back = tuple(int(i) for i in np.argsort(perm))
+    return moved.reshape(-1, x.shape[1]), lambda rows: rows.reshape(moved.shape).transpose(back)
+
+
+class BatchNorm(Function):
+    """Batch normalization over the channel axis 1, statistics over every other axis.
+
+    With X = x as an (M, C) matrix (M = N*H*W values per channel):
+
+    Training (batch statistics; mu, var per channel, biased variance):
+
+        mu = mean(X),  var = mean((X - mu)**2),  s = 1 / sqrt(var + eps)
+        xhat = (X - mu) * s,  y = gamma * xhat + beta
+
+    Backward. With g = dL/dy:  dbeta = sum(g),  dgamma = sum(g * xhat). For dx,
+    every X_i moves mu and var too. Since dmu/dX_i = 1/M and
+    dvar/dX_i = 2 (X_i - mu) / M (the mean's own term sums to zero),
+    ds/dX_i = -(s**3 / 2) dvar/dX_i = -s**2 xhat_i / M, so
+
+        dxhat_j/dX_i = s (delta_ij - 1/M) + (X_j - mu) ds/dX_i
+                     = (s / M) (M delta_ij - 1 - xhat_j xhat_i)
+
+    and with dL/dxhat_j = gamma g_j, summing over j:
+
+        dx_i = (gamma s / M) (M g_i - sum_j g_j - xhat_i sum_j g_j xhat_j)
+             = gamma s (g_i - dbeta / M - xhat_i dgamma / M)
+
+    (gradcheck uses a random upstream g: with g = 1 the three terms cancel,
+    dx is 0, and a bug in the mean or variance term would go unseen).
+
+    The running statistics are updated in place, r = (1 - momentum) r +
+    momentum * stat, with the unbiased variance var * M / (M - 1).
+
+    Evaluation (running statistics mu_r, var_r; a per-channel affine map):
+
+        y = gamma * (X - mu_r) / sqrt(var_r + eps) + beta
+        dx = gamma * g / sqrt(var_r + eps),  dgamma = sum(g * xhat),  dbeta = sum(g)
+
+    float32 input stays float32 throughout. Sums over M use ``_sum_rows``
+    (a BLAS matrix-vector product) and ``einsum`` (no temporary array); the
+    forward pass keeps X - mu and s, not xhat, saving one pass over X.
+    """
+
+    def forward(self, x, *affine, running_mean=None, running_var=None, training=True, momentum=0.1,
+                eps=1e-5, has_weight=True, has_bias=True):
+        xp = get_array_module(x)
+        rows, to_input_layout = _channel_rows(x)
+        M = rows.shape[0]
+        affine = list(affine)
+        gamma = affine.pop(0) if has_weight else None
+        beta = affine.pop(0) if has_bias else None
+        use_batch_stats = training or running_mean is None
+
+        if use_batch_stats:
+            mean = _sum_rows(rows) / M
+            centered = rows - mean
+            var = xp.einsum("mc,mc->c", centered, centered) / M    # biased: the batch's own spread
+            if training and running_mean is not None:
+                running_mean *= 1.0 - momentum
+                running_mean += momentum * mean
+                running_var *= 1.0 - momentum
+                running_var += momentum * var * (M / (M - 1))     # unbiased
+        else:
+            mean, var = running_mean.astype(x.dtype, copy=False), running_var.astype(x.dtype, copy=False)
+            centered = rows - mean
+        inv_std = 1.0 / xp.sqrt(var + eps)
+
+        # y = gamma * xhat + beta with xhat = centered * inv_std, in two passes:
+        # xhat itself is never stored (backward uses centered and inv_std).
+        scale = inv_std if gamma is None else gamma * inv_std
+        y = centered * scale
+        if beta is not None:
+            y += beta
+        self.centered, self.inv_std, self.scale = centered, inv_std, scale
+        self.batch_stats, self.has_weight, self.has_bias = use_batch_stats, has_weight, has_bias
+        return to_input_layout(y)
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        g_rows, to_input_layout = _channel_rows(g)
+        M = g_rows.shape[0]
+        dbeta = _sum_rows(g_rows)
+        # dgamma = sum(g * xhat) = inv_std * sum(g * centered), with no (M, C) temporary
+        dgamma = xp.einsum("mc,mc->c", g_rows, self.centered) * self.inv_std
+        dx = None
+        if self.needs_input_grad[0]:
+            dx = g_rows * self.scale                  # gamma * s * g
+            if self.batch_stats:
+                # dx = gamma s (g - dbeta/M - xhat dgamma/M), xhat = centered * s
+                dx -= self.centered * (self.scale * self.inv_std * dgamma / M)
+                dx -= self.scale * dbeta / M
+            dx = to_input_layout(dx)
+        grads = [dx]
+        if self.has_weight:
+            grads.append(dgamma)
+        if self.has_bias:
+            grads.append(dbeta)
+        return tuple(grads) if len(grads) > 1 else dx
+
+
+def _raw(a):
+    return a.data if isinstance(a, Tensor) else a
+
+
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+    """Batch normalization of x (N, C) or (N, C, H, W) per channel, as ``torch.nn.functional.batch_norm``.
+
+    Args:
+        running_mean, running_var: (C,) arrays or grad-less Tensors, updated
+            in place when ``training`` (may be None: then batch statistics are
+            always used and nothing is updated).
+        weight, bias: gamma and beta, (C,) Tensors, or None (no affine part).
+        training: normalise with the batch's statistics (True) or the
+            running ones (False).
+        momentum: weight of the new batch in the running averages.
+        eps: added to the variance for stability.
+
+    See ``BatchNorm`` for the formulas and the derivation of the backward pass.
+    """
+    fn = "batch_norm"
+    if x.ndim < 2:
+        raise ValueError(f"{fn}: input must be (N, C) or (N, C, H, W), got shape {tuple(x.shape)}")
+    C = x.shape[1]
+    if x.dtype.kind != "f":
+        raise TypeError(f"{fn}: input must be floating, got dtype {x.dtype}")
+    stats = []
+    for name, r in (("running_mean", running_mean), ("running_var", running_var)):
+        if r is None:
+            stats.append(None)
+            continue
+        if isinstance(r, Tensor) and r.requires_grad:
+            raise ValueError(f"{fn}: {name} is a buffer and must not require grad")
+        r = _raw(r)
+        if tuple(r.shape) != (C,):
+            raise ValueError(f"{fn}: {name} must have shape ({C},) for input {tuple(x.shape)}, got {tuple(r.shape)}")
+        stats.append(r)
+    if (stats[0] is None) != (stats[1] is None):
+        raise ValueError(f"{fn}: give both running_mean and running_var, or neither")
+    for name, p in (("weight", weight), ("bias", bias)):
+        if p is not None and tuple(p.shape) != (C,):
+            raise ValueError(f"{fn}: {name} must have shape ({C},) for input {tuple(x.shape)}, got {tuple(p.shape)}")
+    if training:
+        m = x.size // C
+        if m <= 1:
+            raise ValueError(f"{fn}: training needs more than 1 value per channel, got input shape "
+                             f"{tuple(x.shape)}; use a larger batch or eval mode")
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"{fn}: momentum must be in [0, 1], got {momentum}")
+    if eps <= 0:
+        raise ValueError(f"{fn}: eps must be positive, got {eps}")
+    inputs = [x] + [p for p in (weight, bias) if p is not None]
+    return BatchNorm.apply(*inputs, running_mean=stats[0], running_var=stats[1], training=bool(training),
+                           momentum=float(momentum), eps=float(eps),
+                           has_weight=weight is not None, has_bias=bias is not None)
