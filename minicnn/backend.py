@@ -17,7 +17,7 @@ import numpy as np
 
 __all__ = [
     "get_array_module", "is_gpu_available", "cupy_or_none", "device_of",
-    "to_device", "as_array", "default_dtype", "set_default_dtype", "check_device",
+    "to_device", "as_array", "default_dtype", "set_default_dtype", "check_device", "scatter_add",
 ]
 
 _DEFAULT_DTYPE = np.dtype(np.float32)
@@ -139,6 +139,18 @@ def set_default_dtype(dtype):
     if dtype.kind != "f":
         raise ValueError(f"default dtype must be floating, got {dtype}")
     _DEFAULT_DTYPE = dtype
+
+
+def scatter_add(target, index, values):
+    """``target[index] += values`` where ``index`` may repeat an element (each repeat adds).
+
+    NumPy spells it ``np.add.at``; CuPy's equivalent is ``cupyx.scatter_add``.
+    """
+    if _is_cupy_array(target):
+        import cupyx  # the GPU half of the backend, next to the lazy cupy import
+        cupyx.scatter_add(target, index, values)
+    else:
+        np.add.at(target, index, values)
 
 
 def check_device(op_name, arrays):

@@ -9,7 +9,7 @@ import builtins
 import numpy as np
 
 from ..autograd import Function, Tensor
-from ..backend import get_array_module, to_device as _to_device
+from ..backend import get_array_module, scatter_add, to_device as _to_device
 
 __all__ = [
     "unbroadcast", "normalize_axis_args",
@@ -403,6 +403,10 @@ class GetItem(Function):
     """
 
     def forward(self, x, index=None):
+        xp = get_array_module(x)
+        if xp is not np:   # index arrays must live where x lives
+            index = tuple(xp.asarray(i) if isinstance(i, np.ndarray) else i for i in index) \
+                if isinstance(index, tuple) else (xp.asarray(index) if isinstance(index, np.ndarray) else index)
         self.index, self.shape, self.dtype = index, x.shape, x.dtype
         return x[index]
 
@@ -410,7 +414,7 @@ class GetItem(Function):
         xp = get_array_module(g)
         gx = xp.zeros(self.shape, dtype=g.dtype)
         if _has_int_array(self.index):
-            xp.add.at(gx, self.index, g)
+            scatter_add(gx, self.index, g)
         else:
             gx[self.index] = g
         return gx

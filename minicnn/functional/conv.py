@@ -94,6 +94,12 @@ def _output_hw(fn, x_shape, kernel, stride, padding, dilation):
 # --------------------------------------------------------------------------
 # The strided-window machinery
 # --------------------------------------------------------------------------
+def _cuda():
+    """The raw-kernel wrappers (``minicnn.cuda``), imported only when data is on the GPU."""
+    from .. import cuda
+    return cuda
+
+
 def _nhwc_padded(x, padding, value=0.0):
     """x (N, C, H, W), any strides, as an (N, H + 2ph, W + 2pw, C) array.
 
@@ -220,6 +226,8 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
     dilation = _pair(dilation, "dilation", "im2col")
     N, C = x.shape[:2]
     OH, OW = _output_hw("im2col", x.shape, kernel, stride, padding, dilation)
+    if get_array_module(x) is not np:     # on the GPU: kernels/im2col.cu, same contract
+        return _cuda().im2col_gpu(x, kernel, stride, padding, dilation)
     windows = _window_view(_nhwc_padded(x, padding), kernel, (OH, OW), stride, dilation)
     return windows.reshape(N * OH * OW, kernel[0] * kernel[1] * C)
 
@@ -265,6 +273,8 @@ def col2im(cols, x_shape, kernel_size, stride=1, padding=0, dilation=1):
         raise ValueError(
             f"col2im: cols must have shape (N*OH*OW, KH*KW*C) = {expected} for x_shape {tuple(x_shape)}, "
             f"got {tuple(cols.shape)}")
+    if get_array_module(cols) is not np:  # on the GPU: kernels/im2col.cu (a gather per pixel)
+        return _cuda().col2im_gpu(cols, x_shape, kernel, stride, padding, dilation)
     cols6 = cols.reshape(N, OH, OW, kernel[0], kernel[1], C)
     return _col2im_nhwc(cols6, (H, W), stride, padding, dilation).transpose(0, 3, 1, 2)
 

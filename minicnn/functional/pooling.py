@@ -9,7 +9,7 @@ import numpy as np
 
 from ..autograd import Function
 from ..backend import get_array_module
-from .conv import _add_tap, _check_4d, _col2im_nhwc, _nhwc_padded, _output_hw, _pair, _valid_span, _window_view
+from .conv import _add_tap, _check_4d, _cuda, _col2im_nhwc, _nhwc_padded, _output_hw, _pair, _valid_span, _window_view
 
 __all__ = ["max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"]
 
@@ -69,6 +69,13 @@ class MaxPool2d(Function):
         xp = get_array_module(x)
         N, C, H, W = x.shape
         (KH, KW), (OH, OW) = kernel, out_hw
+        self.geometry = (x.shape, kernel, stride, padding, dilation)
+        if xp is not np:
+            # On the GPU: kernels/pooling.cu, one thread per output, argmax kept as
+            # the flat index h*W + w (what return_indices gives anyway).
+            y, self.indices = _cuda().max_pool2d_forward_gpu(xp.ascontiguousarray(x), kernel, stride,
+                                                             padding, dilation)
+            return (y, self.indices) if return_indices else y
         self.fast = (kernel == (2, 2) and stride == (2, 2) and padding == (0, 0)
                      and dilation == (1, 1) and H % 2 == 0 and W % 2 == 0)
         if self.fast:
@@ -88,7 +95,7 @@ class MaxPool2d(Function):
             # k exceeds every index stored so far, so max(arg, k * better) sets exactly those.
             xp.maximum(arg, better * arg.dtype.type(k), out=arg)
             xp.maximum(y, taps[k], out=y)
-        self.arg, self.geometry = arg, (x.shape, kernel, stride, padding, dilation)
+        self.arg = arg
         y = y.transpose(0, 3, 1, 2)
         if not return_indices:
             return y
@@ -101,6 +108,9 @@ class MaxPool2d(Function):
     def backward(self, g, g_indices=None):
         xp = get_array_module(g)
         (N, C, H, W), (KH, KW), stride, padding, dilation = self.geometry
+        if xp is not np:    # the GPU kernel: one thread per input pixel gathers its gradients
+            return _cuda().max_pool2d_backward_gpu(xp.ascontiguousarray(g), self.indices, (N, C, H, W),
+                                                   (KH, KW), stride, padding, dilation)
         gh = _nhwc(g)                       # (N, OH, OW, C)
         arg = self.arg
         if self.fast:
@@ -164,6 +174,12 @@ class AvgPool2d(Function):
                 divisor_override=None):
         xp = get_array_module(x)
         H, W = x.shape[2:]
+        self.x_shape, self.kernel, self.stride, self.padding = x.shape, kernel, stride, padding
+        self.count_include_pad = count_include_pad
+        self.gpu_kernel = xp is not np and divisor_override is None
+        if self.gpu_kernel:    # the GPU kernel in kernels/pooling.cu
+            return _cuda().avg_pool2d_forward_gpu(xp.ascontiguousarray(x), kernel, stride, padding,
+                                                  count_include_pad)
         windows = _window_view(_nhwc_padded(x, padding), kernel, out_hw, stride, (1, 1))
         y = xp.array(windows[:, :, :, 0, 0, :], copy=True)
         for a in range(kernel[0]):
@@ -182,6 +198,9 @@ class AvgPool2d(Function):
 
     def backward(self, g):
         xp = get_array_module(g)
+        if self.gpu_kernel:
+            return _cuda().avg_pool2d_backward_gpu(xp.ascontiguousarray(g), self.x_shape, self.kernel,
+                                                   self.stride, self.padding, self.count_include_pad)
         in_hw, kernel, stride, padding = self.geometry
         g_share = _nhwc(g) / self.divisor                     # (N, OH, OW, C)
         N, OH, OW, C = g_share.shape
