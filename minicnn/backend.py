@@ -127,6 +127,40 @@ def as_array(data, dtype=None, device=None):
     return arr
 
 
+def keep_freed_memory():
+    """Ask glibc to keep freed memory for reuse instead of handing it back to the OS.
+
+    What it saves: by default glibc serves every allocation above a few MiB
+    with its own ``mmap`` and returns it with ``munmap`` on free. A training
+    step allocates and frees the same large activations (im2col buffers of
+    ~75 MB at batch 128) every step, so each one comes back as fresh pages,
+    and touching fresh pages page-faults: filling a new 75 MB array took
+    16 ms against 4 ms for reused memory, 15-20% of a whole step.
+
+    Why it is correct: ``mallopt`` only changes where freed memory goes
+    (back onto glibc's heap, reused by the next allocation of a similar
+    size); every array is still allocated and initialised exactly as before.
+    The price is that the process keeps its peak heap until it exits, which
+    is what a training run does anyway.
+
+    Called once when minicnn is imported; ``MINICNN_MALLOC_TUNING=0`` turns it
+    off. A no-op where the C library is not glibc. Returns True if applied.
+    """
+    import ctypes
+    import os
+    import sys
+    if os.environ.get("MINICNN_MALLOC_TUNING", "1") == "0" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+    # Serve large blocks from the heap (no per-block mmap) and never trim its top.
+    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1))  # C int max
+
+
 def default_dtype():
     """The floating dtype used for new parameters and Python floats (float32)."""
     return _DEFAULT_DTYPE
