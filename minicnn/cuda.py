@@ -39,6 +39,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import backend
+from .utils import pair
 
 __all__ = [
     "kernel_source_dir", "kernel_files", "load_module", "get_kernel", "KERNELS",
@@ -154,19 +155,6 @@ def get_kernel(name, dtype):
 # ---------------------------------------------------------------------------
 # Plain helpers: argument handling, output sizes, grid sizes (no GPU needed)
 # ---------------------------------------------------------------------------
-
-def pair(value, name, fn, minimum):
-    """``3 -> (3, 3)``, ``(2, 3) -> (2, 3)``; each entry an int >= ``minimum``."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        value = (value, value)
-    if (not isinstance(value, (tuple, list)) or len(value) != 2
-            or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)):
-        raise TypeError(f"{fn}: {name} must be an int or a pair of ints, got {value!r}")
-    value = (int(value[0]), int(value[1]))
-    if min(value) < minimum:
-        raise ValueError(f"{fn}: {name} must be >= {minimum}, got {value}")
-    return value
-
 
 class Geometry(NamedTuple):
     """Sizes of one 2-D sliding-window op (conv or pooling)."""

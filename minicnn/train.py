@@ -169,13 +169,13 @@ def resolve_data(path):
     raise TrainingError(how_to_get_data(looked))
 
 
-def load_datasets(path):
+def load_datasets(path, progress=True):
     """(train_set, test_set, description) for ``--data`` (see ``resolve_data``)."""
     kind, root = resolve_data(path)
     try:
         if kind == "folder":
-            train = ImageFolder(os.path.join(root, "train"))
-            test = ImageFolder(os.path.join(root, "test"))
+            train = ImageFolder(os.path.join(root, "train"), progress=progress)
+            test = ImageFolder(os.path.join(root, "test"), progress=progress)
         else:
             if kind == "cifar-inner":
                 root = os.path.dirname(os.path.normpath(root))
@@ -392,7 +392,7 @@ class Trainer:
         self.last_path = os.path.join(cfg.out, "last.npz")
         self.best_path = os.path.join(cfg.out, "best.npz")
 
-        train_full, self.test_set, desc = load_datasets(cfg.data)
+        train_full, self.test_set, desc = load_datasets(cfg.data, progress=cfg.progress)
         self.classes = list(train_full.classes)
         if cfg.val_split and cfg.val_split > 0:
             if cfg.val_split >= len(train_full):

@@ -162,9 +162,9 @@ def test_pair_normalisation():
     for bad in (True, 2.0, (1, 2, 3), (1,), "3", None, (1, 2.5)):
         with pytest.raises(TypeError, match="f: k must be an int or a pair"):
             cuda.pair(bad, "k", "f", 1)
-    with pytest.raises(ValueError, match="stride must be >= 1"):
+    with pytest.raises(ValueError, match="stride must be positive"):
         cuda.pair(0, "stride", "f", 1)
-    with pytest.raises(ValueError, match="padding must be >= 0"):
+    with pytest.raises(ValueError, match="padding must be non-negative"):
         cuda.pair((0, -1), "padding", "f", 0)
 
 

@@ -585,11 +585,11 @@ def test_layer_input_errors():
         nn.Conv2d(3, 8, 3)(minicnn.tensor(np.zeros((2, 4, 5, 5), np.float32)))
     with pytest.raises(ValueError, match="divisible by groups"):
         nn.Conv2d(3, 8, 3, groups=2)
-    with pytest.raises(ValueError, match="kernel_size must be >= 1"):
+    with pytest.raises(ValueError, match="kernel_size must be positive"):
         nn.Conv2d(3, 8, 0)
     with pytest.raises(TypeError, match="kernel_size must be an int or a pair"):
         nn.Conv2d(3, 8, (3, 3, 3))
-    with pytest.raises(ValueError, match="padding must be >= 0"):
+    with pytest.raises(ValueError, match="padding must be non-negative"):
         nn.Conv2d(3, 8, 3, padding=-1)
     with pytest.raises(ValueError, match="output_padding"):
         nn.ConvTranspose2d(3, 8, 3, stride=2, output_padding=2)

@@ -37,6 +37,7 @@ import numpy as np
 
 from ..autograd import Function, Tensor
 from ..backend import get_array_module
+from ..utils import pair
 
 __all__ = ["im2col", "col2im", "conv2d", "conv_transpose2d", "conv_output_size"]
 
@@ -44,21 +45,7 @@ __all__ = ["im2col", "col2im", "conv2d", "conv_transpose2d", "conv_output_size"]
 # --------------------------------------------------------------------------
 # Argument helpers (shared with pooling)
 # --------------------------------------------------------------------------
-def _pair(value, name, fn, minimum=1):
-    """An int or a pair of ints as a (height, width) tuple, each >= ``minimum``."""
-    if isinstance(value, (tuple, list)):
-        if len(value) != 2:
-            raise ValueError(f"{fn}: {name} must be an int or a pair (height, width), got {value!r}")
-        pair = tuple(value)
-    else:
-        pair = (value, value)
-    for v in pair:
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-            raise TypeError(f"{fn}: {name} must be an int or a pair of ints, got {value!r}")
-        if v < minimum:
-            kind = "positive" if minimum == 1 else "non-negative"
-            raise ValueError(f"{fn}: {name} must be {kind}, got {value!r}")
-    return int(pair[0]), int(pair[1])
+_pair = pair   # shared with the layers and the CUDA wrappers (minicnn/utils.py)
 
 
 def conv_output_size(in_size, kernel_size, stride=1, padding=0, dilation=1):

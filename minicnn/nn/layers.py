@@ -13,6 +13,7 @@ import numpy as np
 
 from .. import functional as F
 from ..backend import default_dtype
+from ..utils import pair
 from . import init
 from .module import Module, Parameter
 
@@ -24,18 +25,6 @@ __all__ = [
 
 
 # ---------------------------------------------------------------- helpers
-def _pair(value, name, layer, minimum):
-    """An int or a pair of ints as a validated ``(a, b)`` tuple."""
-    pair = (value, value) if isinstance(value, (int, np.integer)) else value
-    if (not isinstance(pair, (tuple, list)) or len(pair) != 2
-            or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in pair)):
-        raise TypeError(f"{layer}: {name} must be an int or a pair of ints, got {value!r}")
-    pair = (int(pair[0]), int(pair[1]))
-    if min(pair) < minimum:
-        raise ValueError(f"{layer}: {name} must be >= {minimum}, got {value!r}")
-    return pair
-
-
 def _positive_int(value, name, layer):
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{layer}: {name} must be a positive int, got {value!r}")
@@ -218,10 +207,10 @@ class Conv2d(Module):
         name = type(self).__name__
         self.in_channels = _positive_int(in_channels, "in_channels", name)
         self.out_channels = _positive_int(out_channels, "out_channels", name)
-        self.kernel_size = _pair(kernel_size, "kernel_size", name, 1)
-        self.stride = _pair(stride, "stride", name, 1)
-        self.padding = _pair(padding, "padding", name, 0)
-        self.dilation = _pair(dilation, "dilation", name, 1)
+        self.kernel_size = pair(kernel_size, "kernel_size", name, 1)
+        self.stride = pair(stride, "stride", name, 1)
+        self.padding = pair(padding, "padding", name, 0)
+        self.dilation = pair(dilation, "dilation", name, 1)
         self.groups = _positive_int(groups, "groups", name)
         if self.in_channels % self.groups or self.out_channels % self.groups:
             raise ValueError(f"{name}: in_channels ({self.in_channels}) and out_channels "
@@ -281,7 +270,7 @@ class ConvTranspose2d(Conv2d):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  output_padding=0, groups=1, bias=True, dilation=1):
-        self.output_padding = _pair(output_padding, "output_padding", "ConvTranspose2d", 0)
+        self.output_padding = pair(output_padding, "output_padding", "ConvTranspose2d", 0)
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)
         for op, s, d in zip(self.output_padding, self.stride, self.dilation):
             if op >= s and op >= d:
@@ -308,11 +297,11 @@ class MaxPool2d(Module):
 
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False):
         super().__init__()
-        _pair(kernel_size, "kernel_size", "MaxPool2d", 1)
+        pair(kernel_size, "kernel_size", "MaxPool2d", 1)
         if stride is not None:
-            _pair(stride, "stride", "MaxPool2d", 1)
-        _pair(padding, "padding", "MaxPool2d", 0)
-        _pair(dilation, "dilation", "MaxPool2d", 1)
+            pair(stride, "stride", "MaxPool2d", 1)
+        pair(padding, "padding", "MaxPool2d", 0)
+        pair(dilation, "dilation", "MaxPool2d", 1)
         self.kernel_size = kernel_size
         self.stride = kernel_size if stride is None else stride
         self.padding = padding
@@ -340,10 +329,10 @@ class AvgPool2d(Module):
 
     def __init__(self, kernel_size, stride=None, padding=0, count_include_pad=True):
         super().__init__()
-        _pair(kernel_size, "kernel_size", "AvgPool2d", 1)
+        pair(kernel_size, "kernel_size", "AvgPool2d", 1)
         if stride is not None:
-            _pair(stride, "stride", "AvgPool2d", 1)
-        _pair(padding, "padding", "AvgPool2d", 0)
+            pair(stride, "stride", "AvgPool2d", 1)
+        pair(padding, "padding", "AvgPool2d", 0)
         self.kernel_size = kernel_size
         self.stride = kernel_size if stride is None else stride
         self.padding = padding
