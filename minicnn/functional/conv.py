@@ -36,7 +36,7 @@ through one extra copy.
 import numpy as np
 
 from ..autograd import Function, Tensor
-from ..backend import get_array_module
+from ..backend import get_array_module, parallel_chunks
 from ..utils import pair
 
 __all__ = ["im2col", "col2im", "conv2d", "conv_transpose2d", "conv_output_size"]
@@ -153,7 +153,12 @@ def _add_tap(dx, values, tap, stride, padding, dilation):
         return
     rows = slice(h0, h0 + (oh1 - oh0 - 1) * stride[0] + 1, stride[0])
     cols = slice(w0, w0 + (ow1 - ow0 - 1) * stride[1] + 1, stride[1])
-    dx[:, rows, cols, :] += values[:, oh0:oh1, ow0:ow1, :]
+    target, source = dx[:, rows, cols, :], values[:, oh0:oh1, ow0:ow1, :]
+
+    def add(lo, hi):        # images lo..hi-1; the threads write disjoint images
+        chunk = target[lo:hi]
+        chunk += source[lo:hi]
+    parallel_chunks(N, add, arrays_on_gpu=get_array_module(dx) is not np)
 
 
 def _col2im_nhwc(cols6, in_hw, stride, padding, dilation):
@@ -216,7 +221,12 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
     if get_array_module(x) is not np:     # on the GPU: kernels/im2col.cu, same contract
         return _cuda().im2col_gpu(x, kernel, stride, padding, dilation)
     windows = _window_view(_nhwc_padded(x, padding), kernel, (OH, OW), stride, dilation)
-    return windows.reshape(N * OH * OW, kernel[0] * kernel[1] * C)
+    if windows.shape[3:5] == (1, 1) and windows[:, :, :, 0, 0, :].flags.c_contiguous:
+        return windows.reshape(N * OH * OW, C)     # a 1x1 stride-1 kernel: cols is x itself
+    # The one copy: each half of the batch copied by its own thread (see parallel_chunks).
+    cols = np.empty(windows.shape, dtype=x.dtype)
+    parallel_chunks(N, lambda lo, hi: np.copyto(cols[lo:hi], windows[lo:hi]))
+    return cols.reshape(N * OH * OW, kernel[0] * kernel[1] * C)
 
 
 def col2im(cols, x_shape, kernel_size, stride=1, padding=0, dilation=1):
