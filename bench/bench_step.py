@@ -135,7 +135,8 @@ def breakdown(model_name, batch, device, steps=3):
     minicnn_step(*state)
     model, opt, x, y = state
     with Profiler(sync=device == "gpu") as prof:
-        prof.wrap(conv_mod, "im2col").wrap(conv_mod, "col2im")
+        # col2im (and conv2d's dx, done one kernel tap at a time) adds through _add_tap: time that.
+        prof.wrap(conv_mod, "im2col").wrap(conv_mod, "_add_tap", "col2im")
         t0 = time.perf_counter()
         for _ in range(steps):
             loss = F.cross_entropy(model(x), y)

@@ -18,7 +18,7 @@ import numpy as np
 __all__ = [
     "get_array_module", "is_gpu_available", "cupy_or_none", "device_of",
     "to_device", "as_array", "default_dtype", "set_default_dtype", "check_device", "scatter_add",
-    "parallel_chunks", "cpu_threads",
+    "parallel_chunks", "cpu_threads", "seed_global",
 ]
 
 _DEFAULT_DTYPE = np.dtype(np.float32)
@@ -174,6 +174,13 @@ def set_default_dtype(dtype):
     if dtype.kind != "f":
         raise ValueError(f"default dtype must be floating, got {dtype}")
     _DEFAULT_DTYPE = dtype
+
+
+def seed_global(seed):
+    """Seed the global generators ops draw from when given none: NumPy's and, if in use, CuPy's."""
+    np.random.seed(seed)
+    if _cupy is not None:
+        _cupy.random.seed(seed)
 
 
 _POOL = None

@@ -31,7 +31,7 @@ import numpy as np
 
 from . import functional as F
 from .autograd import no_grad
-from .backend import to_device
+from .backend import seed_global, to_device
 from .data import (CIFAR10, DataLoader, DatasetError, ImageFolder, Subset, channel_stats, Compose,
                    Normalize, RandomCrop, RandomHorizontalFlip, ToFloat, train_val_split)
 from .models import MODELS, get_model
@@ -378,8 +378,8 @@ def _check_same_run(saved, cfg, path):
 
 
 def _seed_step(seed, epoch, step):
-    """Seed NumPy's global generator (dropout) from (seed, epoch, step): resumable randomness."""
-    np.random.seed(np.random.SeedSequence([seed, epoch, step]).generate_state(1)[0])
+    """Seed the global generators (dropout) from (seed, epoch, step): resumable randomness."""
+    seed_global(int(np.random.SeedSequence([seed, epoch, step]).generate_state(1)[0]))
 
 
 class Trainer:
