@@ -7,9 +7,12 @@
 # 1. the whole test suite with the cupy backend (every kernel against its NumPy twin),
 # 2. the ResNet-20 training-step time on the GPU against PyTorch on the same GPU,
 # 3. minicnn train --model resnet20 --device gpu with the paper's recipe.
-set -uo pipefail
+set -euo pipefail
 cd "$(dirname "$0")/.."
-DATA=${1:-../shared/data/cifar10-jpeg}
+# On the device machine ../shared is not there: carry the tree inside the repo (an ignored
+# folder such as data/cifar10-jpeg) and pass it as DATA.
+DATA=${1:-data/cifar10-jpeg}
+[ -d "$DATA/train" ] || { echo "no CIFAR-10 image tree at $DATA (pass its path)"; exit 1; }
 EPOCHS=${2:-182}
 OUT=${OUT:-runs}
 mkdir -p "$OUT"

@@ -81,7 +81,7 @@ class no_grad:
 
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            with no_grad():
+            with type(self)():      # no_grad or enable_grad, whichever decorated fn
                 return fn(*args, **kwargs)
         return wrapper
 
@@ -134,6 +134,12 @@ class Tensor:
 
     def __len__(self):
         return len(self.data)
+
+    def __bool__(self):
+        if self.data.size != 1:
+            raise ValueError(f"the truth value of a tensor of shape {self.shape} is ambiguous; "
+                             f"use .any() / .all() on .data, or .item() for one element")
+        return bool(self.data.reshape(()).item())
 
     def __repr__(self):
         body = np.array2string(self.numpy(), precision=4, separator=", ", threshold=20,
@@ -426,11 +432,13 @@ def _init_output(t, array, ctx, index):
 
 def _constant(x, ref):
     """A non-Tensor input as an array: Python numbers adopt the dtype and device of ``ref``."""
-    if isinstance(x, (int, float, bool)) and not isinstance(x, np.ndarray):
+    if isinstance(x, (int, float, bool, np.number, np.bool_)) or (isinstance(x, np.ndarray) and x.ndim == 0):
+        # A scalar constant takes the tensor's floating dtype (x * 0.5 stays float32),
+        # also when it is a NumPy scalar, which NumPy 2 would otherwise promote.
         if ref is not None and ref.dtype.kind == "f":
             dtype = ref.dtype
         else:
-            dtype = default_dtype() if isinstance(x, float) else None
+            dtype = default_dtype() if isinstance(x, (float, np.floating)) else None
         arr = np.asarray(x, dtype=dtype)
         if ref is not None and ref.device == "gpu":
             arr = to_device(arr, "gpu")
@@ -510,6 +518,8 @@ def run_backward(root, grad, retain_graph=False):
                 raise RuntimeError(
                     f"{type(fn).__name__}.backward returned a gradient of shape {g.shape} "
                     f"for input {i}, whose shape is {x.data.shape}")
+            if g.dtype != x.data.dtype:   # e.g. a float64 constant met a float32 tensor
+                g = g.astype(x.data.dtype)
             if x._ctx is None:
                 _accumulate_leaf(x, g)
             else:

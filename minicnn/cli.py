@@ -44,7 +44,8 @@ def build_parser():
     t.add_argument("--batch-size", type=_positive_int, default=128)
     t.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
     t.add_argument("--lr", type=float, default=None, help="(peak) learning rate")
-    t.add_argument("--momentum", type=float, default=0.9)
+    t.add_argument("--momentum", type=float, default=0.9,
+                   help="SGD momentum for the step and cosine schedules (one-cycle cycles it 0.95-0.85)")
     t.add_argument("--nesterov", action="store_true")
     t.add_argument("--weight-decay", type=float, default=None)
     t.add_argument("--schedule", choices=["step", "cosine", "onecycle"], default=None)
@@ -65,7 +66,8 @@ def build_parser():
     e = sub.add_parser("eval", help="test accuracy of a checkpoint")
     e.add_argument("--checkpoint", required=True)
     e.add_argument("--data", default=None)
-    e.add_argument("--model", default=None, help="model to load the weights into (default: the checkpoint's)")
+    e.add_argument("--model", default=None, choices=sorted(MODELS),
+                   help="model to load the weights into (default: the checkpoint's)")
     e.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     e.set_defaults(func=cmd_eval)
 
@@ -141,8 +143,10 @@ def _import_object(spec):
             spec_.loader.exec_module(module)
         else:
             module = importlib.import_module(mod_name)
-    except ImportError as e:
-        raise CLIError(f"--layer: cannot import {mod_name}: {e}") from None
+    except CLIError:
+        raise
+    except Exception as e:   # ImportError, or a SyntaxError/NameError in the user's file
+        raise CLIError(f"--layer: cannot import {mod_name}: {type(e).__name__}: {e}") from None
     if not hasattr(module, attr):
         raise CLIError(f"--layer: {mod_name} has no {attr}")
     return getattr(module, attr)
@@ -212,7 +216,11 @@ def cmd_gradcheck(args):
                 ctor = ast.literal_eval(f"({args.args},)") if args.args.strip() else ()
             except (ValueError, SyntaxError):
                 raise CLIError(f"--args {args.args!r}: give Python literals, e.g. '3, 4, 3'") from None
-            module = obj(*ctor).double()
+            try:
+                module = obj(*ctor).double()
+            except Exception as e:
+                raise CLIError(f"--layer {args.layer} --args {args.args!r}: constructing it failed: "
+                               f"{type(e).__name__}: {e}") from None
             checks = [(f"{obj.__name__} (input)", module, inputs)]
             for name, p in module.named_parameters():
                 checks.append((f"{obj.__name__}.{name}", _param_probe(module, p, len(inputs)), inputs + [p.numpy()]))
@@ -268,6 +276,16 @@ def main(argv=None):
     except (CLIError, TrainingError) as e:
         print(f"minicnn {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"minicnn {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:   # anything else still gets one line; MINICNN_DEBUG=1 shows the traceback
+        import os
+        if os.environ.get("MINICNN_DEBUG"):
+            raise
+        print(f"minicnn {args.command}: error: {type(e).__name__}: {e}\n"
+              f"(set MINICNN_DEBUG=1 to see the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

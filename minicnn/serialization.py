@@ -140,6 +140,9 @@ def save(state, path):
             _write_npz(f, arrays)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)   # mkstemp makes 0600; a checkpoint gets the usual file mode
         os.replace(tmp, path)
     except BaseException:
         try:

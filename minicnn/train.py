@@ -101,6 +101,15 @@ def complete_config(cfg):
         raise TrainingError(f"--schedule must be step, cosine or onecycle, got {cfg.schedule!r}")
     if cfg.epochs <= 0 or cfg.batch_size <= 0 or cfg.lr <= 0:
         raise TrainingError("--epochs, --batch-size and --lr must be positive")
+    if cfg.momentum < 0 or cfg.weight_decay < 0 or cfg.seed < 0:
+        raise TrainingError(f"--momentum, --weight-decay and --seed must be >= 0, got "
+                            f"{cfg.momentum}, {cfg.weight_decay}, {cfg.seed}")
+    if cfg.nesterov and cfg.momentum <= 0:
+        raise TrainingError("--nesterov needs --momentum > 0")
+    if not 0.0 <= cfg.label_smoothing <= 1.0:
+        raise TrainingError(f"--label-smoothing must be in [0, 1], got {cfg.label_smoothing}")
+    if cfg.val_split < 0:
+        raise TrainingError(f"--val-split must be >= 0, got {cfg.val_split}")
     return cfg
 
 
@@ -215,6 +224,8 @@ def build_scheduler(optimizer, cfg, steps_per_epoch):
         return MultiStepLR(optimizer, milestones=[total // 2, (total * 3) // 4], gamma=0.1)
     if cfg.schedule == "cosine":
         return CosineAnnealingLR(optimizer, T_max=total)
+    # As in PyTorch (and Smith's one-cycle recipe), momentum cycles 0.95 -> 0.85 -> 0.95
+    # against the learning rate; --momentum applies to the step and cosine schedules.
     return OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total, pct_start=0.25)
 
 
@@ -319,6 +330,7 @@ def save_checkpoint(path, trainer):
         "config": json.dumps({k: v for k, v in asdict(t.cfg).items() if k != "extra"}),
         "history": json.dumps(t.history),
         "best_acc": float(t.best_acc),
+        "partial_epoch": json.dumps(t.partial),   # loss/accuracy sums of the epoch in progress
         "norm_mean": np.asarray(t.norm[0], dtype=np.float64),
         "norm_std": np.asarray(t.norm[1], dtype=np.float64),
     }, path)
@@ -377,6 +389,11 @@ def _check_same_run(saved, cfg, path):
             ". Resume with the original settings, or start a new run with another --out.")
 
 
+def _new_partial(lr):
+    """Running sums of one epoch (kept in checkpoints, so a resumed epoch reports all its steps)."""
+    return {"lr": float(lr), "loss_sum": 0.0, "correct": 0, "seen": 0, "elapsed": 0.0}
+
+
 def _seed_step(seed, epoch, step):
     """Seed the global generators (dropout) from (seed, epoch, step): resumable randomness."""
     seed_global(int(np.random.SeedSequence([seed, epoch, step]).generate_state(1)[0]))
@@ -404,12 +421,14 @@ class Trainer:
         if cfg.subset:
             rng = np.random.default_rng(cfg.seed)
             train_set = Subset(train_set, rng.permutation(len(train_set))[:cfg.subset])
-            if val_set is not None:
+            if val_set is not None:   # a quick run validates on a matching fraction; the test set stays whole
                 val_set = Subset(val_set, np.arange(min(len(val_set), max(cfg.subset // 5, 1))))
-            self.test_set = Subset(self.test_set, np.arange(min(len(self.test_set), max(cfg.subset // 5, 1))))
         self.train_set, self.val_set = train_set, val_set
 
         ckpt = None
+        if not cfg.resume and os.path.exists(self.last_path):
+            raise TrainingError(f"{cfg.out} already holds a run (last.npz); continue it with --resume, "
+                                f"or choose another --out (nothing was overwritten)")
         if cfg.resume:
             if not os.path.isfile(self.last_path):
                 raise TrainingError(f"--resume: no checkpoint at {self.last_path}; start without --resume")
@@ -436,6 +455,7 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg, len(self.train_loader))
         self.epoch, self.step, self.history, self.best_acc = 0, 0, [], -1.0
+        self.partial = _new_partial(cfg.lr)
         self._stop_requested = False
         if ckpt is not None:
             self.model.load_state_dict(ckpt["model"])
@@ -444,11 +464,13 @@ class Trainer:
             self.epoch, self.step = int(ckpt["epoch"]), int(ckpt["step"])
             self.history = json.loads(ckpt["history"])
             self.best_acc = float(ckpt["best_acc"])
+            self.partial = json.loads(ckpt["partial_epoch"])
         n_params = self.model.num_parameters()
         self.log(f"data: {desc}; train {len(train_set)}, val {len(val_set) if val_set else 0}, "
                  f"test {len(self.test_set)} images")
         self.log(f"model: {cfg.model} ({n_params:,} parameters) on {cfg.device}; "
-                 f"{cfg.optimizer} lr {cfg.lr} momentum {cfg.momentum} wd {cfg.weight_decay}, "
+                 f"{cfg.optimizer} lr {cfg.lr} momentum "
+                 f"{'0.95-0.85 (cycled)' if cfg.schedule == 'onecycle' else cfg.momentum} wd {cfg.weight_decay}, "
                  f"{cfg.schedule} schedule, {cfg.epochs} epochs of {len(self.train_loader)} steps, "
                  f"augment={cfg.augment}")
         if ckpt is not None:
@@ -465,8 +487,9 @@ class Trainer:
         model.train()
         self.train_loader.set_epoch(self.epoch, start_batch=self.step)
         n_batches = len(self.train_loader)
-        total_loss, correct, seen = 0.0, 0, 0
-        t0 = time.perf_counter()
+        # Sums of this epoch so far: restored from the checkpoint when resuming mid-epoch.
+        part = self.partial
+        t0 = time.perf_counter() - part["elapsed"]
         bar = tqdm(total=n_batches, initial=self.step, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
                    disable=not cfg.progress, leave=False, dynamic_ncols=True)
         try:
@@ -489,20 +512,32 @@ class Trainer:
                 self.scheduler.step()
                 self.step += 1
                 b = len(labels)
-                total_loss += loss_value * b
-                correct += int((logits.data.argmax(axis=1) == labels.data).sum())
-                seen += b
+                part["loss_sum"] += loss_value * b
+                part["correct"] += int((logits.data.argmax(axis=1) == labels.data).sum())
+                part["seen"] += b
+                part["elapsed"] = time.perf_counter() - t0
                 bar.update(1)
-                if self._stop_requested:
-                    raise _StopRequested
+                if self._stop_requested and self.step < n_batches:
+                    raise _StopRequested      # (after the last step the epoch finishes first)
                 if self.step % 10 == 0 or self.step == n_batches:
-                    rate = seen / max(time.perf_counter() - t0, 1e-9)
-                    bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{100 * correct / seen:.1f}%",
-                                    img_s=f"{rate:.0f}")
+                    bar.set_postfix(loss=f"{part['loss_sum'] / part['seen']:.3f}",
+                                    acc=f"{100 * part['correct'] / part['seen']:.1f}%",
+                                    img_s=f"{part['seen'] / max(part['elapsed'], 1e-9):.0f}")
         finally:
             bar.close()
-        elapsed = time.perf_counter() - t0
-        return total_loss / max(seen, 1), correct / max(seen, 1), seen / max(elapsed, 1e-9), elapsed
+        seen, elapsed = max(part["seen"], 1), max(part["elapsed"], 1e-9)
+        return part["loss_sum"] / seen, part["correct"] / seen, part["seen"] / elapsed, elapsed
+
+    def _check_weights_finite(self):
+        """Refuse to checkpoint weights that an update made NaN/inf (the loss check comes before it)."""
+        if not self.cfg.check_finite:
+            return
+        for name, p in self.model.named_parameters():
+            if not bool(p.xp.isfinite(p.data).all()):
+                raise TrainingError(
+                    f"parameter {name} became NaN/inf during epoch {self.epoch}; training stopped and "
+                    f"the last good checkpoint ({self.last_path}) was kept. Try a lower learning rate "
+                    f"(now --lr {self.cfg.lr}).")
 
     def _on_sigint(self, signum, frame):
         if self._stop_requested:          # a second Ctrl-C: stop right now
@@ -533,7 +568,9 @@ class Trainer:
         cfg = self.cfg
         try:
             while self.epoch < cfg.epochs:
-                lr = self.optimizer.param_groups[0]["lr"]
+                if self.step == 0:
+                    self.partial = _new_partial(self.optimizer.param_groups[0]["lr"])
+                lr = self.partial["lr"]                      # the lr the epoch started with
                 train_loss, train_acc, rate, elapsed = self.train_epoch()
                 row = {"epoch": self.epoch + 1, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
                        "val_loss": "", "val_acc": "", "epoch_time_s": round(elapsed, 2),
@@ -551,12 +588,16 @@ class Trainer:
                 self.log(line)
                 self.history.append(row)
                 self.epoch, self.step = self.epoch + 1, 0
+                self.partial = _new_partial(self.optimizer.param_groups[0]["lr"])
+                self._check_weights_finite()
                 if score > self.best_acc:
                     self.best_acc = score
                     self.checkpoint(self.best_path)
                 self.checkpoint()
                 _write_metrics(os.path.join(cfg.out, "metrics.csv"), self.history)
                 plot_curves(self.history, os.path.join(cfg.out, "curves.png"))
+                if self._stop_requested:      # Ctrl-C came during the epoch's last step
+                    raise _StopRequested
         except _StopRequested:
             self.checkpoint()
             self.log(f"\ninterrupted at epoch {self.epoch + 1}, step {self.step}: saved {self.last_path}; "
@@ -580,6 +621,9 @@ def evaluate_checkpoint(path, data=None, device="cpu", model_name=None, log=prin
     model = model_from_checkpoint(ckpt, path, model_name)
     model.to(device)
     _, test_set, desc = load_datasets(data)
+    if "classes" in ckpt and list(ckpt["classes"]) != list(test_set.classes):
+        raise TrainingError(f"{path} was trained on classes {list(ckpt['classes'])}, but {desc} has "
+                            f"{list(test_set.classes)}")
     plain = Compose([ToFloat(), Normalize(ckpt["norm_mean"], ckpt["norm_std"])])
     loader = DataLoader(test_set, 500, transform=plain, device=device)
     _, acc, confusion = evaluate(model, loader, len(test_set.classes))

@@ -152,6 +152,12 @@ def test_no_grad_records_nothing():
         with minicnn.enable_grad():
             assert (x * 2).requires_grad
 
+    @minicnn.enable_grad()
+    def g():
+        return minicnn.is_grad_enabled()
+    with no_grad():
+        assert g()
+
 
 # ------------------------------------------------------ Function extension
 class Cube(Function):
@@ -234,6 +240,33 @@ def test_python_numbers_adopt_tensor_dtype():
     assert x.grad.dtype == np.float32
     x64 = tensor(np.ones(3), requires_grad=True)
     assert (2.0 * x64).dtype == np.float64
+
+
+def test_numpy_scalars_do_not_promote_float32():
+    x = tensor(np.ones((2, 3), dtype=np.float32), requires_grad=True)
+    y = x / np.prod((2, 3)) + x * np.int64(2) + (x + np.array(2.0)) - np.float64(1.0)
+    assert y.dtype == np.float32
+    (y.sum() + x.max(axis=1).sum()).backward()
+    assert x.grad.dtype == np.float32
+
+
+def test_engine_casts_gradients_to_the_input_dtype():
+    class Upcast(Function):
+        def forward(self, x):
+            return x * 2
+
+        def backward(self, g):
+            return g.astype(np.float64) * 2     # a sloppy homework backward
+
+    x = tensor(np.ones(3, dtype=np.float32), requires_grad=True)
+    Upcast.apply(x).sum().backward()
+    assert x.grad.dtype == np.float32
+
+
+def test_bool_of_a_tensor():
+    assert bool(tensor(1.0)) and not bool(tensor(0.0))
+    with pytest.raises(ValueError, match="ambiguous"):
+        bool(tensor([1.0, 2.0]))
 
 
 def test_ndarray_on_the_left_dispatches_to_tensor():

@@ -70,6 +70,7 @@ def test_matmul_shapes(data):
     v = randn(1, (k,))
     check(lambda x, y: x @ y, a, v)
     check(lambda x, y: x @ y, v, b)
+    check(lambda x, y: x @ y, v, randn(2, (k,)))          # vector . vector -> scalar
 
 
 def test_matmul_error_names_shapes():

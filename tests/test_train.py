@@ -92,6 +92,36 @@ def test_resume_after_ctrl_c_matches_uninterrupted(tiny_cifar, tmp_path, monkeyp
     pf, pr = _params(full), _params(resumed)
     for k in pf:
         np.testing.assert_array_equal(pf[k], pr[k], err_msg=k)
+    # The interrupted epoch reports all of its steps, as the uninterrupted one did.
+    for a, b in zip(full.history, resumed.history):
+        for key in ("lr", "train_loss", "train_acc", "val_loss", "val_acc"):
+            assert a[key] == b[key], (key, a, b)
+
+
+def test_ctrl_c_on_the_last_step_of_an_epoch(tiny_cifar, tmp_path, monkeypatch):
+    out = tmp_path / "edge"
+    t = Trainer(_cfg(tiny_cifar, out, epochs=2), log=lambda *_: None)
+    real_step, calls = t.optimizer.step, {"n": 0}
+
+    def step():
+        real_step()
+        calls["n"] += 1
+        if calls["n"] == 5:        # the last of epoch 1's 5 steps
+            os.kill(os.getpid(), signal.SIGINT)
+    monkeypatch.setattr(t.optimizer, "step", step)
+    assert t.run() is None
+    ckpt = load(str(out / "last.npz"))
+    assert (ckpt["epoch"], ckpt["step"]) == (1, 0)          # epoch 1 was finished and recorded
+    assert t.history[0]["train_loss"] > 0 and len(t.history) == 1
+
+
+def test_existing_run_is_not_overwritten(tiny_cifar, tmp_path):
+    out = tmp_path / "keep"
+    Trainer(_cfg(tiny_cifar, out, epochs=1), log=lambda *_: None).run()
+    before = (out / "last.npz").read_bytes()
+    with pytest.raises(TrainingError, match="already holds a run .* --resume"):
+        Trainer(_cfg(tiny_cifar, out, epochs=1), log=lambda *_: None)
+    assert (out / "last.npz").read_bytes() == before
 
 
 def test_nonfinite_loss_stops_with_message_and_keeps_checkpoint(tiny_cifar, tmp_path, monkeypatch):
@@ -142,6 +172,12 @@ def test_user_errors_are_messages_not_tracebacks(tiny_cifar, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "--model", "resnet7"])
     assert "invalid choice: 'resnet7'" in capsys.readouterr().err
+
+    for bad, msg in ((["--momentum", "-1"], "must be >= 0"), (["--label-smoothing", "2"], "label-smoothing"),
+                     (["--nesterov", "--momentum", "0"], "--nesterov needs")):
+        assert main(["train", "--data", tiny_cifar, "--out", str(tmp_path / "bad")] + bad) == 2
+        err = capsys.readouterr().err
+        assert msg in err and "Traceback" not in err
 
     assert main(["eval", "--checkpoint", str(tmp_path / "none.npz"), "--data", tiny_cifar]) == 2
     assert "does not exist" in capsys.readouterr().err

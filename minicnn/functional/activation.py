@@ -15,7 +15,7 @@ class ReLU(Function):
 
     def forward(self, x):
         self.mask = x > 0
-        return x * self.mask
+        return get_array_module(x).maximum(x, 0)     # (x * mask would turn -inf into NaN)
 
     def backward(self, g):
         return g * self.mask

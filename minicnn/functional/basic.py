@@ -175,10 +175,9 @@ class MatMul(Function):
 
     def backward(self, g):
         a, b = self.a2, self.b2
-        if self.a_shape and len(self.a_shape) == 1:
-            g = g[..., None, :]
-        if len(self.b_shape) == 1:
-            g = g[..., None]
+        # g as the result of the promoted product a2 @ b2 (vector axes restored as length 1)
+        batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        g = g.reshape(batch + (a.shape[-2], b.shape[-1]))
         ga = gb = None
         if self.needs_input_grad[0]:
             ga = unbroadcast(g @ b.swapaxes(-1, -2), a.shape).reshape(self.a_shape)
@@ -340,7 +339,7 @@ class Max(Function):
         if not self.keepdims and self.axes:
             g = xp.expand_dims(g, self.axes)
         mask = (self.x == self.y)
-        count = mask.sum(axis=self.axes, keepdims=True)
+        count = mask.sum(axis=self.axes, keepdims=True).astype(g.dtype)
         return g * mask / count
 
 
@@ -375,7 +374,7 @@ class Transpose(Function):
     def backward(self, g):
         if self.axes is None:
             return g.transpose()
-        return g.transpose(np.argsort(self.axes))
+        return g.transpose(tuple(int(i) for i in np.argsort(self.axes)))
 
 
 def _raw_index(index):

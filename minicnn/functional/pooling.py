@@ -17,6 +17,9 @@ __all__ = ["max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"]
 def _pool_args(fn, x, kernel_size, stride, padding, dilation=1, ceil_mode=False):
     """Validated (kernel, stride, padding, dilation, (OH, OW)); stride defaults to the kernel size."""
     _check_4d(x, fn)
+    if x.dtype.kind != "f":
+        raise TypeError(f"{fn}: input must be floating (float32/float64), got dtype {x.dtype}; "
+                        f"convert images with ToFloat() or .astype(np.float32) first")
     kernel = _pair(kernel_size, "kernel_size", fn)
     stride = kernel if stride is None else _pair(stride, "stride", fn)
     padding = _pair(padding, "padding", fn, minimum=0)

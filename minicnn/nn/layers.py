@@ -82,6 +82,11 @@ class Sequential(Module):
         keys = list(self._modules)[index] if isinstance(index, slice) else [self._key(index)]
         for k in keys:
             del self._modules[k]
+        # Renumber 0..n-1 (as PyTorch does), so a later append() gets a fresh name.
+        kept = list(self._modules.values())
+        self._modules.clear()
+        for i, m in enumerate(kept):
+            self._modules[str(i)] = m
 
     def __len__(self):
         return len(self._modules)
