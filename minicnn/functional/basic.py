@@ -33,6 +33,20 @@ def unbroadcast(grad, shape):
     return grad.sum(axis=axes, keepdims=True).reshape(shape)
 
 
+def full_in_layout(xp, shape, strides, value, dtype):
+    """An array of ``shape`` filled with ``value``, laid out in the axis order that ``strides`` has.
+
+    Given a channels-last array's strides, the result is channels-last too.
+    Ops that build a new array around their input (pad, the backward of
+    indexing) use it, so that one NCHW-ordered array in a channels-last
+    network does not spread through layout-mixing elementwise ops and force
+    layout copies in every op after it (about 10% of a ResNet-20 step).
+    """
+    order = sorted(range(len(shape)), key=lambda a: -abs(strides[a]))    # outermost axis first
+    buf = xp.full(tuple(shape[a] for a in order), value, dtype=dtype)
+    return buf.transpose(tuple(int(i) for i in np.argsort(order)))
+
+
 def normalize_axis_args(axis, keepdims, dim=None, keepdim=None):
     """Accept NumPy's ``axis``/``keepdims`` or PyTorch's ``dim``/``keepdim``."""
     if dim is not None:
@@ -406,12 +420,12 @@ class GetItem(Function):
         if xp is not np:   # index arrays must live where x lives
             index = tuple(xp.asarray(i) if isinstance(i, np.ndarray) else i for i in index) \
                 if isinstance(index, tuple) else (xp.asarray(index) if isinstance(index, np.ndarray) else index)
-        self.index, self.shape, self.dtype = index, x.shape, x.dtype
+        self.index, self.shape, self.strides = index, x.shape, x.strides
         return x[index]
 
     def backward(self, g):
         xp = get_array_module(g)
-        gx = xp.zeros(self.shape, dtype=g.dtype)
+        gx = full_in_layout(xp, self.shape, self.strides, 0, g.dtype)     # zeros, in x's memory order
         if _has_int_array(self.index):
             scatter_add(gx, self.index, g)
         else:
@@ -471,7 +485,10 @@ class Pad(Function):
         if (pw < 0).any():
             raise ValueError(f"pad: pad_width must be non-negative, got {pad_width}")
         self.slices = tuple(slice(int(lo), int(lo) + s) for (lo, _), s in zip(pw, x.shape))
-        return xp.pad(x, [tuple(int(v) for v in p) for p in pw], mode="constant", constant_values=value)
+        shape = tuple(int(s + lo + hi) for s, (lo, hi) in zip(x.shape, pw))
+        out = full_in_layout(xp, shape, x.strides, value, x.dtype)
+        out[self.slices] = x
+        return out
 
     def backward(self, g):
         return g[self.slices]
