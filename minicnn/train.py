@@ -421,8 +421,8 @@ class Trainer:
         if cfg.subset:
             rng = np.random.default_rng(cfg.seed)
             train_set = Subset(train_set, rng.permutation(len(train_set))[:cfg.subset])
-            if val_set is not None:   # a quick run validates on a matching fraction; the test set stays whole
-                val_set = Subset(val_set, np.arange(min(len(val_set), max(cfg.subset // 5, 1))))
+            if val_set is not None:   # a quick run validates on a random matching fraction; the test set stays whole
+                val_set = Subset(val_set, np.sort(rng.permutation(len(val_set))[:max(cfg.subset // 5, 1)]))
         self.train_set, self.val_set = train_set, val_set
 
         ckpt = None
