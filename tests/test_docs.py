@@ -1,10 +1,11 @@
-"""Every ```python block in docs/*.md runs (blocks of one file share a namespace, in order)."""
+"""Every ```python block in docs/*.md and README.md runs (blocks of one file share a namespace, in order)."""
 import pathlib
 import re
 
 import pytest
 
-DOCS = sorted((pathlib.Path(__file__).parent.parent / "docs").glob("*.md"))
+ROOT = pathlib.Path(__file__).parent.parent
+DOCS = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
 
