@@ -9,6 +9,7 @@ from hypothesis.extra.numpy import array_shapes, mutually_broadcastable_shapes
 
 import minicnn.functional as F
 from minicnn import gradcheck, tensor
+from minicnn.backend import to_device
 
 small_shape = array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=4)
 pair_shapes = mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=3, min_side=1, max_side=4)
@@ -319,3 +320,20 @@ def test_ops_match_torch_elementwise(torch):
         ours(a).backward(g)
         theirs(b).backward(torch.tensor(g))
         np.testing.assert_allclose(a.grad, b.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_mixed_ops_on_each_backend(xp):
+    """The 25-op loss on every available backend (cupy when a GPU is present) equals the NumPy result."""
+    rng = np.random.default_rng(11)
+    arrays = [rng.standard_normal((4, 5)), rng.standard_normal((6, 5)), rng.standard_normal(6), rng.standard_normal(6)]
+    t = rng.integers(0, 6, 4)
+    device = "cpu" if xp is np else "gpu"
+    ref = [tensor(a, requires_grad=True) for a in arrays]
+    _mixed_loss("minicnn", *ref, t).backward()
+    ours = [tensor(a).to(device).requires_grad_() for a in arrays]
+    loss = _mixed_loss("minicnn", *ours, tensor(t).to(device))
+    loss.backward()
+    assert loss.device == device
+    for o, r in zip(ours, ref):
+        assert o.grad is not None and type(o.grad).__module__.split(".")[0] == xp.__name__
+        np.testing.assert_allclose(to_device(o.grad, "cpu"), r.grad, rtol=1e-10, atol=1e-12)
