@@ -13,6 +13,8 @@ CuPy installed.
 Devices are named ``'cpu'`` and ``'gpu'``. The default floating dtype is
 float32 (``default_dtype()``); gradient checks use float64 explicitly.
 """
+import functools
+
 import numpy as np
 
 __all__ = [
@@ -186,8 +188,9 @@ def seed_global(seed):
 _POOL = None
 
 
+@functools.lru_cache(maxsize=None)
 def cpu_threads():
-    """How many threads ``parallel_chunks`` splits CPU work into (the usable cores)."""
+    """How many threads ``parallel_chunks`` splits CPU work into (the usable cores; asked once)."""
     import os
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -195,7 +198,7 @@ def cpu_threads():
         return max(1, os.cpu_count() or 1)
 
 
-def parallel_chunks(n, work, arrays_on_gpu=False, min_n=2):
+def parallel_chunks(n, work, arrays_on_gpu=False):
     """Run ``work(lo, hi)`` over [0, n) split into one chunk per core, in threads.
 
     Why: NumPy runs a copy or an elementwise op on one core, but it releases
@@ -207,7 +210,7 @@ def parallel_chunks(n, work, arrays_on_gpu=False, min_n=2):
     """
     global _POOL
     k = min(cpu_threads(), n)
-    if arrays_on_gpu or k < 2 or n < min_n:
+    if arrays_on_gpu or k < 2:
         work(0, n)
         return
     if _POOL is None:

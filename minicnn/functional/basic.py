@@ -391,13 +391,13 @@ class Transpose(Function):
         return g.transpose(tuple(int(i) for i in np.argsort(self.axes)))
 
 
-def _raw_index(index):
-    """Replace Tensors and lists inside an index by arrays."""
+def _raw_index(index, xp):
+    """Replace Tensors, lists and NumPy arrays inside an index by arrays of ``xp`` (where x lives)."""
     def one(i):
         if isinstance(i, Tensor):
-            return i.data
-        if isinstance(i, list):
-            return np.asarray(i)
+            i = i.data
+        if isinstance(i, (list, np.ndarray)):
+            return xp.asarray(i)
         return i
     return tuple(one(i) for i in index) if isinstance(index, tuple) else one(index)
 
@@ -416,10 +416,6 @@ class GetItem(Function):
     """
 
     def forward(self, x, index=None):
-        xp = get_array_module(x)
-        if xp is not np:   # index arrays must live where x lives
-            index = tuple(xp.asarray(i) if isinstance(i, np.ndarray) else i for i in index) \
-                if isinstance(index, tuple) else (xp.asarray(index) if isinstance(index, np.ndarray) else index)
         self.index, self.shape, self.strides = index, x.shape, x.strides
         return x[index]
 
@@ -555,7 +551,7 @@ def permute(x, *axes):
 
 
 def getitem(x, index):
-    return GetItem.apply(x, index=_raw_index(index))
+    return GetItem.apply(x, index=_raw_index(index, get_array_module(x)))
 
 
 def concatenate(tensors, axis=0, *, dim=None):
