@@ -92,3 +92,18 @@ def test_device_mixing_check_without_gpu():
     FakeGpuArray.__module__ = "cupy._core.core"
     with pytest.raises(RuntimeError, match="Add: all inputs must be on the same device, got input 0 on cpu, input 1 on gpu"):
         backend.check_device("Add", [np.ones(2), FakeGpuArray()])
+
+
+@pytest.mark.parametrize("n_rows, row_bytes", [(10, 1), (1000, 8), (7, 1 << 30), (0, 8)])
+def test_row_blocks_cover_every_row_once_in_order(monkeypatch, n_rows, row_bytes):
+    monkeypatch.setattr(backend, "BLOCK_BYTES", 24)
+    seen = np.zeros(n_rows, dtype=int)
+
+    def work(lo, hi):
+        seen[lo:hi] += 1
+        return (lo, hi)
+    spans = backend.row_blocks(n_rows, row_bytes, work)
+    assert (seen == 1).all()
+    assert [lo for lo, _ in spans] == sorted(lo for lo, _ in spans)
+    assert all(hi - lo <= max(1, 24 // row_bytes) for lo, hi in spans)
+    assert backend.row_blocks(n_rows, row_bytes, work, arrays_on_gpu=True) == [(0, n_rows)]

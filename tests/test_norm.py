@@ -172,6 +172,45 @@ def test_batch_norm_channels_last_input_gives_same_result():
         np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_in_many_row_blocks_equals_one_block(monkeypatch, training):
+    # The op works through row blocks on all cores (backend.row_blocks); tiny blocks
+    # (3 rows each, some ragged) must give the same numbers as one block.
+    x, w, b, rm, rv = bn_inputs((3, 4, 5, 2), np.random.default_rng(14))
+    g = np.random.default_rng(15).standard_normal(x.shape)
+    outs = []
+    for block_bytes in (1 << 30, 3 * 4 * 8):
+        monkeypatch.setattr(minicnn.backend, "BLOCK_BYTES", block_bytes)
+        xt = minicnn.tensor(channels_last(x), requires_grad=True)
+        wt, bt = minicnn.tensor(w, requires_grad=True), minicnn.tensor(b, requires_grad=True)
+        rm2, rv2 = rm.copy(), rv.copy()
+        y = F.batch_norm(xt, rm2, rv2, wt, bt, training=training)
+        y.backward(channels_last(g))
+        outs.append((y.data, xt.grad, wt.grad, bt.grad, rm2, rv2))
+    for a, c in zip(*outs):
+        np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-12)
+
+
+def test_batch_norm_float32_with_a_large_mean_stays_close_to_float64():
+    # A float32 mean of values around 100 is off by ~1e-5 of the spread; the corrected
+    # two-pass formula removes that error, so y agrees with float64 to ~3e-6 of its
+    # range (the uncorrected formula: ~4e-5).
+    rng = np.random.default_rng(16)
+    x = 100.0 + rng.standard_normal((128, 4, 16, 16))
+    w, b = rng.random(4) + 0.5, rng.random(4)
+    g = rng.standard_normal(x.shape)
+    results = []
+    for dtype in (np.float64, np.float32):
+        xt = minicnn.tensor(x.astype(dtype), requires_grad=True)
+        y = F.batch_norm(xt, None, None, minicnn.tensor(w.astype(dtype)), minicnn.tensor(b.astype(dtype)),
+                         training=True)
+        y.backward(g.astype(dtype))
+        results.append((y.data, xt.grad))
+    (y64, dx64), (y32, dx32) = results
+    assert np.abs(y32 - y64).max() < 1e-5 * np.abs(y64).max()
+    assert np.abs(dx32 - dx64).max() < 1e-5 * np.abs(dx64).max()
+
+
 # --------------------------------------------------------------------------
 # Errors
 # --------------------------------------------------------------------------

