@@ -20,7 +20,11 @@ import subprocess
 import sys
 import time
 
-import numpy as np
+# What ``import minicnn`` sets when it comes before NumPy (see minicnn/backend.py: idle
+# OpenBLAS threads sleep instead of spinning); NumPy is imported first here, so set it
+# the same way before that import. PyTorch does not use OpenBLAS.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+import numpy as np  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))

@@ -229,7 +229,7 @@ class Tensor:
                     f"got shape {self.shape}; pass grad= of that shape, or reduce with .sum()/.mean() first")
             grad = xp.ones_like(self.data)
         else:
-            grad = as_array(grad)
+            grad = to_device(as_array(grad), device_of(self.data))     # a NumPy grad for a GPU loss
             if grad.shape != self.shape:
                 raise ValueError(f"backward(): grad has shape {grad.shape}, expected {self.shape}")
             grad = grad.astype(self.dtype, copy=False)
@@ -262,6 +262,8 @@ class Tensor:
     # comparisons give plain boolean Tensors (no gradient)
     def _cmp(self, other, op):
         o = other.data if isinstance(other, Tensor) else other
+        if hasattr(o, "shape") and not isinstance(o, np.generic):
+            o = to_device(o, device_of(self.data))      # a NumPy array compared with a GPU tensor
         return Tensor(op(self.data, o))
 
     def __lt__(self, o): return self._cmp(o, lambda a, b: a < b)

@@ -162,7 +162,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-6, rtol=1e-4, raise_on_fail=False, s
         if isinstance(x, Tensor):
             arr, wants = x.numpy(), x.requires_grad
         else:
-            arr, wants = np.asarray(x), not any_flagged
+            arr, wants = to_device(x, "cpu") if hasattr(x, "shape") else np.asarray(x), not any_flagged
         floating = arr.dtype.kind == "f"
         arr = np.array(arr, dtype=np.float64 if floating else arr.dtype, copy=True, order="C")
         t = Tensor(arr, requires_grad=floating and wants)

@@ -71,6 +71,22 @@ def test_importing_minicnn_does_not_import_cupy():
     assert out.stdout.strip() == "False", out.stderr
 
 
+@pytest.mark.parametrize("preset, numpy_first, expected", [
+    (None, False, "4"),          # minicnn first: idle OpenBLAS threads sleep at once
+    ("20", False, "20"),         # a value the user set is kept
+    (None, True, "unset"),       # too late once NumPy (and OpenBLAS) is loaded: left alone
+])
+def test_openblas_thread_timeout_set_before_numpy_loads(preset, numpy_first, expected):
+    import os
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    if preset is not None:
+        env["OPENBLAS_THREAD_TIMEOUT"] = preset
+    code = ("import os" + ("; import numpy" if numpy_first else "") + "; import minicnn; "
+            "print(os.environ.get('OPENBLAS_THREAD_TIMEOUT', 'unset'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.stdout.strip() == expected, out.stderr
+
+
 # ------------------------------------------------------------ GPU (skipped on CI)
 @pytest.mark.gpu
 def test_gpu_roundtrip_and_device_mixing(xp):

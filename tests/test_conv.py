@@ -229,6 +229,23 @@ def test_conv2d_matches_torch(torch, cfg):
         np.testing.assert_allclose(mine.grad, theirs.grad.numpy(), rtol=1e-10, atol=1e-10)
 
 
+@settings(max_examples=30)
+@given(cfg=conv_configs())
+def test_conv2d_dx_by_col2im_equals_the_per_tap_dx(cfg):
+    # The GPU computes dx as col2im(G_y @ W2) (one GEMM, the col2im kernel), the CPU
+    # tap by tap; both are the same sums. Checked here with NumPy's col2im.
+    from minicnn.functional.conv import Conv2d, _rows, _split_groups
+    x, w, _ = conv_arrays(cfg, np.random.default_rng(2))
+    fn = Conv2d()
+    fn.needs_input_grad = (True, True)
+    y = fn.forward(x, w, stride=cfg["stride"], padding=cfg["padding"], dilation=cfg["dilation"],
+                   groups=cfg["groups"])
+    g = np.random.default_rng(3).standard_normal(y.shape)
+    dx_taps, _ = fn.backward(g)
+    dx_col2im = fn._dx_by_col2im(_split_groups(_rows(g), cfg["groups"]))
+    np.testing.assert_allclose(dx_col2im, dx_taps, rtol=1e-10, atol=1e-10)
+
+
 def test_conv2d_channels_last_input_gives_same_result_and_grads():
     rng = np.random.default_rng(5)
     x, w = rng.standard_normal((2, 3, 6, 5)), rng.standard_normal((4, 3, 3, 3))

@@ -386,7 +386,9 @@ class Conv2d(Function):
         g_rows = _rows(g)                                  # (M, C_out), free if g is channels-last
         g_grp = _split_groups(g_rows, G)                    # (G, M, C_out/G)
         dx = dw = None
-        if self.needs_input_grad[0]:
+        if self.needs_input_grad[0] and get_array_module(g) is not np:
+            dx = self._dx_by_col2im(g_grp)
+        elif self.needs_input_grad[0]:
             # dx = col2im(dcols) with dcols = G_y @ W2, computed one kernel tap at a time:
             # tap (kh, kw) of every window receives G_y @ W[:, :, kh, kw] (an (M, C_in)
             # block of dcols) and sends it back to the pixels it read. Same sums as
@@ -410,6 +412,18 @@ class Conv2d(Function):
             db = _sum_rows(g_rows) if self.needs_input_grad[2] else None
             return dx, dw, db
         return dx, dw
+
+    def _dx_by_col2im(self, g_grp):
+        """dx = col2im(G_y @ W2) as written in the class docstring: the GPU's path.
+
+        On the GPU every call is a kernel launch, so the per-tap form (KH*KW
+        small GEMMs and KH*KW adds) costs 2*KH*KW launches; one GEMM on cuBLAS
+        and one col2im kernel (kernels/im2col.cu, a gather per input pixel, no
+        atomics) do the same sums in two, at the price of the (M, K) dcols.
+        """
+        taps = self.settings["kernel_size"][0] * self.settings["kernel_size"][1]
+        dcols = _merge_groups(g_grp @ _weight_matrix(self.weight, self.groups), taps)   # (M, KH*KW*C_in)
+        return col2im(dcols, self.x_shape, **self.settings)
 
 
 def _check_conv_args(fn, x, weight, bias, groups, weight_in_axis):

@@ -20,7 +20,7 @@ class Dropout(Function):
         if rng is None:
             u = xp.random.random_sample(x.shape)      # the global RNG: seed with np.random.seed
         else:
-            u = rng.random(x.shape, dtype=np.float32)
+            u = xp.asarray(rng.random(x.shape, dtype=np.float32))   # a NumPy generator for GPU data: copied over
         # The scaled mask in x's dtype: 1/(1-p) where kept, 0 where dropped.
         self.mask = (u >= p).astype(x.dtype) * x.dtype.type(1.0 / (1.0 - p))
         return x * self.mask
