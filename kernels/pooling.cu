@@ -66,8 +66,10 @@ __device__ void max_pool2d_forward_body(const T* __restrict__ x, T* __restrict__
                 if (w < 0 || w >= W) continue;         // padding column
                 const T v = xp[(long long)h * W + w];
                 // First real tap always taken; then only a strictly larger
-                // value (so ties keep the first); NaN (v != v) beats numbers.
-                if (best_index < 0 || v > best || (v != v && best == best)) {
+                // value (so ties keep the first). Every NaN (v != v) takes
+                // over and no number beats a NaN, so the last NaN wins, as in
+                // PyTorch and the NumPy twin.
+                if (best_index < 0 || v > best || v != v) {
                     best = v;
                     best_index = (long long)h * W + w;
                 }

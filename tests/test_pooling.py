@@ -157,6 +157,36 @@ def test_max_pool_ties_match_torch(torch):
         np.testing.assert_allclose(xt.grad, X.grad.numpy(), rtol=1e-12, atol=1e-12)
 
 
+def test_max_pool_nan_takes_the_window_and_its_last_nan_is_the_argmax(xp):
+    # PyTorch's rule, on the NumPy path and (with a GPU) the CUDA kernel alike.
+    nan = np.nan
+    x = np.array([[[[1.0, nan, 3.0, nan], [nan, 5.0, 3.0, 2.0], [1.0, 2.0, 4.0, 3.0]]]])
+    y, idx = F.max_pool2d(xp.asarray(x), (1, 4), return_indices=True)
+    assert np.isnan(np_(y)[0, 0, :2, 0]).all() and np_(y)[0, 0, 2, 0] == 4.0
+    np.testing.assert_array_equal(np_(idx)[0, 0, :, 0], [3, 4, 10])
+    xt = minicnn.tensor(xp.asarray(channels_last(np.tile(x, (1, 2, 2, 1)))), requires_grad=True)
+    y, idx = F.max_pool2d(xt, 2, return_indices=True)              # the 2x2 fast path
+    assert np.isnan(np_(y)[0, :, 0, 0]).all()
+    np.testing.assert_array_equal(np_(idx)[0, :, 0, 0], [4, 4])   # NaNs at 1 and 4: the last
+
+
+def test_max_pool_nan_matches_torch(torch):
+    x = distinct((2, 3, 7, 8), np.random.default_rng(17), spacing=0.01)
+    x[np.random.default_rng(18).random(x.shape) < 0.08] = np.nan
+    for cfg in [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1), dict(kernel_size=(2, 3), stride=(1, 2))]:
+        for layout in (lambda a: a, channels_last):
+            xt = minicnn.tensor(layout(x), requires_grad=True)
+            y, idx = F.max_pool2d(xt, return_indices=True, **cfg)
+            g = np.random.default_rng(19).standard_normal(y.shape)
+            y.backward(g)
+            X = torch.tensor(x, requires_grad=True)
+            Y, I = torch.nn.functional.max_pool2d(X, return_indices=True, **cfg)
+            Y.backward(torch.tensor(g))
+            np.testing.assert_array_equal(y.data, Y.detach().numpy())
+            np.testing.assert_array_equal(idx.data, I.numpy())
+            np.testing.assert_allclose(xt.grad, X.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("cfg", [
     dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1), dict(kernel_size=(2, 3), stride=(1, 2)),
     dict(kernel_size=3, stride=1, padding=1, dilation=2), dict(kernel_size=2, stride=2),

@@ -59,8 +59,15 @@ class MaxPool2d(Function):
     memory x is free to ``reshape`` to (N, H/2, 2, W/2, 2, C) and the
     backward writes each tap's slice once, with no zero-fill and no adding.
 
+    NaN, as in PyTorch: a window holding a NaN outputs NaN and its argmax is
+    its last NaN in scan order (the CUDA kernel does the same). Fixed up
+    after the scan, and only when the output holds a NaN at all, so the
+    usual case pays one ``min`` over y.
+
     (A window that lies wholly in the padding, possible only with dilation,
-    gives -inf and passes no gradient.)
+    gives -inf and passes no gradient. A window whose real inputs are all
+    -inf may keep a padding tap as its argmax, where PyTorch and the kernel
+    pick the first real one; either way its gradient is 0 * g.)
 
     With ``return_indices`` the op also returns, like PyTorch, the int64
     flat index h*W + w of each maximum in its (unpadded) input plane,
@@ -97,7 +104,11 @@ class MaxPool2d(Function):
             # arg[better] = k, written branch-free (a masked assignment is ~50x slower here):
             # k exceeds every index stored so far, so max(arg, k * better) sets exactly those.
             xp.maximum(arg, better * arg.dtype.type(k), out=arg)
-            xp.maximum(y, taps[k], out=y)
+            xp.maximum(y, taps[k], out=y)          # (a NaN propagates into y, not into arg)
+        if xp.isnan(y.min()):                      # some window holds a NaN: its last NaN is the argmax
+            has_nan = xp.isnan(y)
+            for k, tap in enumerate(taps):
+                arg[has_nan & xp.isnan(tap)] = k
         self.arg = arg
         y = y.transpose(0, 3, 1, 2)
         if not return_indices:
