@@ -35,6 +35,8 @@ plain settings (``Sum.apply(x, axis=1)``). ``backward`` returns one gradient
 per positional input, in order (a tuple when there are several; ``None`` for
 an input that needs none). Check it with ``minicnn.gradcheck``.
 """
+import threading
+
 import numpy as np
 
 from . import backend
@@ -46,8 +48,13 @@ __all__ = ["Tensor", "Function", "tensor", "no_grad", "enable_grad", "is_grad_en
 # --------------------------------------------------------------------------
 # Grad mode
 # --------------------------------------------------------------------------
-class _GradMode:
+class _GradMode(threading.local):
+    """Whether new ops are recorded, per thread as in PyTorch: ``no_grad()`` in
+    one thread (an evaluation loop, say) leaves recording on in the others."""
     enabled = True
+
+
+_GRAD_MODE = _GradMode()
 
 
 class _Profiling:
@@ -57,7 +64,7 @@ class _Profiling:
 
 def is_grad_enabled():
     """Whether new ops are recorded for backward."""
-    return _GradMode.enabled
+    return _GRAD_MODE.enabled
 
 
 class no_grad:
@@ -68,12 +75,12 @@ class no_grad:
     """
 
     def __enter__(self):
-        self._prev = _GradMode.enabled
-        _GradMode.enabled = False
+        self._prev = _GRAD_MODE.enabled
+        _GRAD_MODE.enabled = False
         return self
 
     def __exit__(self, *exc):
-        _GradMode.enabled = self._prev
+        _GRAD_MODE.enabled = self._prev
         return False
 
     def __call__(self, fn):
@@ -90,8 +97,8 @@ class enable_grad(no_grad):
     """Context manager that turns recording back on inside ``no_grad``."""
 
     def __enter__(self):
-        self._prev = _GradMode.enabled
-        _GradMode.enabled = True
+        self._prev = _GRAD_MODE.enabled
+        _GRAD_MODE.enabled = True
         return self
 
 
@@ -390,7 +397,7 @@ class Function:
                 arrays.append(_constant(x, ref))
         check_device(cls.__name__, arrays)
 
-        grad_on = _GradMode.enabled
+        grad_on = _GRAD_MODE.enabled
         needs = tuple(isinstance(x, Tensor) and x.requires_grad for x in inputs)
         record = grad_on and any(needs)
         fn.needs_input_grad = needs

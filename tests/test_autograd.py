@@ -159,6 +159,25 @@ def test_no_grad_records_nothing():
         assert g()
 
 
+def test_grad_mode_is_per_thread():
+    # no_grad() in one thread (an evaluation loop, a loader) leaves recording on elsewhere.
+    import threading
+    x = tensor(np.ones(3), requires_grad=True)
+    inside, other = threading.Event(), {}
+
+    def worker():
+        inside.wait()
+        other["enabled"] = minicnn.is_grad_enabled()
+        other["records"] = (x * 2).requires_grad
+    t = threading.Thread(target=worker)
+    t.start()
+    with no_grad():
+        inside.set()
+        t.join()
+        assert not minicnn.is_grad_enabled()
+    assert other == {"enabled": True, "records": True}
+
+
 # ------------------------------------------------------ Function extension
 class Cube(Function):
     """y = x**3, dL/dx = 3 x**2 g."""
