@@ -16,6 +16,7 @@ float32 (``default_dtype()``); gradient checks use float64 explicitly.
 import functools
 import os
 import sys
+import threading
 
 # Before NumPy loads OpenBLAS: OpenBLAS keeps its idle threads spinning for
 # 2**28 cycles (about 0.1 s) after every matrix product, so on a 2-core CPU
@@ -219,12 +220,13 @@ def parallel_chunks(n, work, arrays_on_gpu=False):
     the GIL while doing so, so two threads writing disjoint halves of an
     array keep two cores busy (a 75 MB im2col copy: 9.0 ms -> 6.3 ms on two
     cores). Correct as long as the chunks write disjoint memory, which is
-    the caller's promise. On the GPU (``arrays_on_gpu``) or for small ``n``
-    it is a plain call ``work(0, n)``.
+    the caller's promise. On the GPU (``arrays_on_gpu``), for small ``n``,
+    or when called from inside another chunk's work (the pool's threads
+    would wait on themselves) it is a plain call ``work(0, n)``.
     """
     global _POOL
     k = min(cpu_threads(), n)
-    if arrays_on_gpu or k < 2:
+    if arrays_on_gpu or k < 2 or threading.current_thread().name.startswith("minicnn-cpu"):
         work(0, n)
         return
     if _POOL is None:

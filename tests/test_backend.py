@@ -123,3 +123,16 @@ def test_row_blocks_cover_every_row_once_in_order(monkeypatch, n_rows, row_bytes
     assert [lo for lo, _ in spans] == sorted(lo for lo, _ in spans)
     assert all(hi - lo <= max(1, 24 // row_bytes) for lo, hi in spans)
     assert backend.row_blocks(n_rows, row_bytes, work, arrays_on_gpu=True) == [(0, n_rows)]
+
+
+def test_parallel_chunks_nested_inside_a_chunk_runs_inline():
+    # A work function that itself splits work must not wait on the pool it runs in.
+    out = np.zeros(64)
+
+    def inner(lo, hi):
+        out[lo:hi] += 1
+
+    def outer(lo, hi):
+        backend.parallel_chunks(hi - lo, lambda a, b: inner(lo + a, lo + b))
+    backend.parallel_chunks(64, outer)
+    assert (out == 1).all()
