@@ -125,8 +125,9 @@ def test_row_blocks_cover_every_row_once_in_order(monkeypatch, n_rows, row_bytes
     assert backend.row_blocks(n_rows, row_bytes, work, arrays_on_gpu=True) == [(0, n_rows)]
 
 
-def test_parallel_chunks_nested_inside_a_chunk_runs_inline():
+def test_parallel_chunks_nested_inside_a_chunk_runs_inline(monkeypatch):
     # A work function that itself splits work must not wait on the pool it runs in.
+    monkeypatch.setattr(backend, "cpu_threads", lambda: 2)     # threads even on a 1-core runner
     out = np.zeros(64)
 
     def inner(lo, hi):
@@ -136,3 +137,18 @@ def test_parallel_chunks_nested_inside_a_chunk_runs_inline():
         backend.parallel_chunks(hi - lo, lambda a, b: inner(lo + a, lo + b))
     backend.parallel_chunks(64, outer)
     assert (out == 1).all()
+
+
+def test_parallel_chunks_raises_a_chunk_error_after_every_chunk_finished(monkeypatch):
+    import time
+    monkeypatch.setattr(backend, "cpu_threads", lambda: 2)
+    done = []
+
+    def work(lo, hi):
+        if lo == 0:
+            raise ValueError("chunk 0 failed")
+        time.sleep(0.05)
+        done.append(lo)
+    with pytest.raises(ValueError, match="chunk 0 failed"):
+        backend.parallel_chunks(10, work)
+    assert done == [5]          # the other chunk had finished writing before the error surfaced

@@ -175,11 +175,12 @@ def test_batch_norm_channels_last_input_gives_same_result():
 @pytest.mark.parametrize("training", [True, False])
 def test_batch_norm_in_many_row_blocks_equals_one_block(monkeypatch, training):
     # The op works through row blocks on all cores (backend.row_blocks); tiny blocks
-    # (3 rows each, some ragged) must give the same numbers as one block.
+    # (7 rows each; 30 rows, so the last block is ragged) must give one block's numbers.
     x, w, b, rm, rv = bn_inputs((3, 4, 5, 2), np.random.default_rng(14))
     g = np.random.default_rng(15).standard_normal(x.shape)
+    monkeypatch.setattr(minicnn.backend, "cpu_threads", lambda: 2)     # threads even on a 1-core runner
     outs = []
-    for block_bytes in (1 << 30, 3 * 4 * 8):
+    for block_bytes in (1 << 30, 7 * 4 * 8):
         monkeypatch.setattr(minicnn.backend, "BLOCK_BYTES", block_bytes)
         xt = minicnn.tensor(channels_last(x), requires_grad=True)
         wt, bt = minicnn.tensor(w, requires_grad=True), minicnn.tensor(b, requires_grad=True)
@@ -192,9 +193,10 @@ def test_batch_norm_in_many_row_blocks_equals_one_block(monkeypatch, training):
 
 
 def test_batch_norm_float32_with_a_large_mean_stays_close_to_float64():
-    # A float32 mean of values around 100 is off by ~1e-5 of the spread; the corrected
-    # two-pass formula removes that error, so y agrees with float64 to ~3e-6 of its
-    # range (the uncorrected formula: ~4e-5).
+    # A float32 mean of values around 100 is off by ~1e-5 of the spread, and
+    # sum(g * X) - mu * sum(g) cancels two numbers 100 times larger than dgamma.
+    # The corrected two-pass mean and dgamma summed from g * (X - mu) keep y within
+    # 3e-6 and dgamma within 4e-6 of float64 (without them: 2.6e-5 and 1e-4 to 3e-4).
     rng = np.random.default_rng(16)
     x = 100.0 + rng.standard_normal((128, 4, 16, 16))
     w, b = rng.random(4) + 0.5, rng.random(4)
@@ -202,13 +204,29 @@ def test_batch_norm_float32_with_a_large_mean_stays_close_to_float64():
     results = []
     for dtype in (np.float64, np.float32):
         xt = minicnn.tensor(x.astype(dtype), requires_grad=True)
-        y = F.batch_norm(xt, None, None, minicnn.tensor(w.astype(dtype)), minicnn.tensor(b.astype(dtype)),
-                         training=True)
+        wt, bt = minicnn.tensor(w.astype(dtype), requires_grad=True), minicnn.tensor(b.astype(dtype), requires_grad=True)
+        y = F.batch_norm(xt, None, None, wt, bt, training=True)
         y.backward(g.astype(dtype))
-        results.append((y.data, xt.grad))
-    (y64, dx64), (y32, dx32) = results
-    assert np.abs(y32 - y64).max() < 1e-5 * np.abs(y64).max()
-    assert np.abs(dx32 - dx64).max() < 1e-5 * np.abs(dx64).max()
+        results.append((y.data, xt.grad, wt.grad, bt.grad))
+    for name, a64, a32 in zip(("y", "dx", "dgamma", "dbeta"), *results):
+        assert np.abs(a32 - a64).max() < 1e-5 * np.abs(a64).max(), name
+
+
+def test_batch_norm_eval_backward_uses_the_statistics_of_its_forward():
+    # A training step may update the running buffers in place between an eval-mode
+    # forward and its backward; the backward must still use the forward's statistics.
+    x, w, b, rm, rv = bn_inputs((4, 3, 2, 2), np.random.default_rng(20))
+    g = np.random.default_rng(21).standard_normal(x.shape)
+    grads = []
+    for update_in_between in (False, True):
+        rm2, rv2 = rm.copy(), rv.copy()
+        wt = minicnn.tensor(w, requires_grad=True)
+        y = F.batch_norm(minicnn.tensor(x, requires_grad=True), rm2, rv2, wt, None, training=False)
+        if update_in_between:
+            F.batch_norm(minicnn.tensor(x * 3 + 1), rm2, rv2, training=True, momentum=0.9)
+        y.backward(g)
+        grads.append(wt.grad)
+    np.testing.assert_allclose(grads[1], grads[0], rtol=1e-12)
 
 
 # --------------------------------------------------------------------------

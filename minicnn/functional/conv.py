@@ -353,8 +353,9 @@ class Conv2d(Function):
                    dcols = G_y @ W2            (M, K);   dx = col2im(dcols)
                    db    = sum of G_y over its M rows
 
-    (dx is computed tap by tap, see ``backward``: the same sums as col2im
-    without materialising the large dcols.)
+    (On the CPU dx is computed tap by tap, see ``backward``: the same sums
+    as col2im without materialising the large dcols. On the GPU it is the
+    formula as written, one GEMM and the col2im kernel: ``_dx_by_col2im``.)
 
     Inputs whose ``needs_input_grad`` is False get no gradient computed (the
     first layer's dx, frozen weights), and their inputs are not kept.

@@ -105,7 +105,7 @@ class MaxPool2d(Function):
             # k exceeds every index stored so far, so max(arg, k * better) sets exactly those.
             xp.maximum(arg, better * arg.dtype.type(k), out=arg)
             xp.maximum(y, taps[k], out=y)          # (a NaN propagates into y, not into arg)
-        if xp.isnan(y.min()):                      # some window holds a NaN: its last NaN is the argmax
+        if y.size and xp.isnan(y.min()):           # some window holds a NaN: its last NaN is the argmax
             has_nan = xp.isnan(y)
             for k, tap in enumerate(taps):
                 arg[has_nan & xp.isnan(tap)] = k
