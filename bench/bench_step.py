@@ -6,8 +6,9 @@
 
 One step = forward, cross-entropy loss, backward, SGD with momentum (and
 weight decay), float32, batch 128, on the same random batch for both
-frameworks. Printed: the median step time of each, the ratio minicnn /
-PyTorch (the issue's target: <= 1.5 on CPU, <= 3 on GPU), a per-op breakdown
+frameworks, their steps taken in turn. Printed: the median step time of
+each, the ratio minicnn / PyTorch (the issue's target: <= 1.5 on CPU, <= 3
+on GPU) with the spread of step-by-step ratios, a per-op breakdown
 of minicnn's step (im2col, GEMM, col2im, pooling, batchnorm, elementwise,
 ...), and the peak memory of a step (resident-set high-water mark of a fresh
 process, above its state before the first step).
@@ -117,15 +118,23 @@ def torch_step(model, opt, x, y):
 
 
 # ---------------------------------------------------------------------- timing
-def time_steps(setup, step, model_name, batch, device, warmup, steps):
-    state = setup(model_name, batch, device)
+def time_steps(runners, model_name, batch, device, warmup, steps):
+    """Step times of each (setup, step) pair in ``runners``, their steps taken in turn.
+
+    Alternating the frameworks step by step means a slow spell of a shared
+    machine lands on both of them, so their ratio is steadier than two runs
+    one after the other would give. Returns one list of times per runner.
+    """
+    states = [setup(model_name, batch, device) for setup, _ in runners]
     for _ in range(warmup):
-        step(*state)
-    times = []
+        for (_, step), state in zip(runners, states):
+            step(*state)
+    times = [[] for _ in runners]
     for _ in range(steps):
-        t0 = time.perf_counter()
-        step(*state)
-        times.append(time.perf_counter() - t0)
+        for i, ((_, step), state) in enumerate(zip(runners, states)):
+            t0 = time.perf_counter()
+            step(*state)
+            times[i].append(time.perf_counter() - t0)
     return times
 
 
@@ -214,13 +223,16 @@ def main():
           f"median of {args.steps} steps after {args.warmup} warm-up"
           + ("" if have_torch else "; PyTorch not installed: no baseline"))
     for name in args.models.split(","):
-        ours = time_steps(minicnn_setup, minicnn_step, name, args.batch, args.device, args.warmup, args.steps)
-        m_ours = statistics.median(ours)
+        runners = [(minicnn_setup, minicnn_step)] + ([(torch_setup, torch_step)] if have_torch else [])
+        times = time_steps(runners, name, args.batch, args.device, args.warmup, args.steps)
+        m_ours = statistics.median(times[0])
         line = f"\n== {name}: minicnn {1000 * m_ours:.1f} ms/step"
         if have_torch:
-            theirs = time_steps(torch_setup, torch_step, name, args.batch, args.device, args.warmup, args.steps)
-            m_theirs = statistics.median(theirs)
-            line += f", PyTorch {1000 * m_theirs:.1f} ms/step, ratio minicnn/PyTorch = {m_ours / m_theirs:.2f}"
+            m_theirs = statistics.median(times[1])
+            pair = sorted(a / b for a, b in zip(*times))          # step i of each, taken back to back
+            q1, q3 = pair[len(pair) // 4], pair[(3 * len(pair)) // 4]
+            line += (f", PyTorch {1000 * m_theirs:.1f} ms/step, ratio minicnn/PyTorch = {m_ours / m_theirs:.2f}"
+                     f" (ratio of neighbouring steps: quartiles {q1:.2f}-{q3:.2f})")
         print(line)
         wall, cats, table = breakdown(name, args.batch, args.device)
         print(f"minicnn step breakdown (profiled step {1000 * wall:.1f} ms):")
