@@ -143,18 +143,24 @@ def test_max_pool_ties_send_the_whole_gradient_to_one_input(kernel, stride):
         np.testing.assert_array_equal(np.sort(x.grad[x.grad != 0]), np.sort(g.ravel()))
 
 
+def assert_max_pool_matches_torch(torch, x, cfg, layout=lambda a: a, seed=6):
+    """Values, flat indices and the input gradient of max_pool2d equal PyTorch's."""
+    xt = minicnn.tensor(layout(x), requires_grad=True)
+    y, idx = F.max_pool2d(xt, return_indices=True, **cfg)
+    g = np.random.default_rng(seed).standard_normal(y.shape)
+    y.backward(g)
+    X = torch.tensor(x, requires_grad=True)
+    Y, I = torch.nn.functional.max_pool2d(X, return_indices=True, **cfg)
+    Y.backward(torch.tensor(g))
+    np.testing.assert_array_equal(y.data, Y.detach().numpy())
+    np.testing.assert_array_equal(idx.data, I.numpy())
+    np.testing.assert_allclose(xt.grad, X.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
 def test_max_pool_ties_match_torch(torch):
     x = np.round(np.random.default_rng(5).standard_normal((2, 3, 7, 7)))   # many ties
-    for args in [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1)]:
-        xt = minicnn.tensor(x, requires_grad=True)
-        y, idx = F.max_pool2d(xt, return_indices=True, **args)
-        g = np.random.default_rng(6).standard_normal(y.shape)
-        y.backward(g)
-        X = torch.tensor(x, requires_grad=True)
-        Y, I = torch.nn.functional.max_pool2d(X, return_indices=True, **args)
-        Y.backward(torch.tensor(g))
-        np.testing.assert_array_equal(idx.data, I.numpy())
-        np.testing.assert_allclose(xt.grad, X.grad.numpy(), rtol=1e-12, atol=1e-12)
+    for cfg in [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1)]:
+        assert_max_pool_matches_torch(torch, x, cfg)
 
 
 def test_max_pool_nan_takes_the_window_and_its_last_nan_is_the_argmax(xp):
@@ -175,16 +181,7 @@ def test_max_pool_nan_matches_torch(torch):
     x[np.random.default_rng(18).random(x.shape) < 0.08] = np.nan
     for cfg in [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1), dict(kernel_size=(2, 3), stride=(1, 2))]:
         for layout in (lambda a: a, channels_last):
-            xt = minicnn.tensor(layout(x), requires_grad=True)
-            y, idx = F.max_pool2d(xt, return_indices=True, **cfg)
-            g = np.random.default_rng(19).standard_normal(y.shape)
-            y.backward(g)
-            X = torch.tensor(x, requires_grad=True)
-            Y, I = torch.nn.functional.max_pool2d(X, return_indices=True, **cfg)
-            Y.backward(torch.tensor(g))
-            np.testing.assert_array_equal(y.data, Y.detach().numpy())
-            np.testing.assert_array_equal(idx.data, I.numpy())
-            np.testing.assert_allclose(xt.grad, X.grad.numpy(), rtol=1e-12, atol=1e-12)
+            assert_max_pool_matches_torch(torch, x, cfg, layout, seed=19)
 
 
 @pytest.mark.parametrize("cfg", [
@@ -193,16 +190,7 @@ def test_max_pool_nan_matches_torch(torch):
 ])
 def test_max_pool_matches_torch(torch, cfg):
     x = distinct((2, 3, 7, 8), np.random.default_rng(7), spacing=0.01)
-    xt = minicnn.tensor(x, requires_grad=True)
-    y, idx = F.max_pool2d(xt, return_indices=True, **cfg)
-    g = np.random.default_rng(8).standard_normal(y.shape)
-    y.backward(g)
-    X = torch.tensor(x, requires_grad=True)
-    Y, I = torch.nn.functional.max_pool2d(X, return_indices=True, **cfg)
-    Y.backward(torch.tensor(g))
-    np.testing.assert_array_equal(y.data, Y.detach().numpy())
-    np.testing.assert_array_equal(idx.data, I.numpy())
-    np.testing.assert_allclose(xt.grad, X.grad.numpy(), rtol=1e-12, atol=1e-12)
+    assert_max_pool_matches_torch(torch, x, cfg, seed=8)
 
 
 def test_max_pool_float32_stays_float32():
