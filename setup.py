@@ -47,6 +47,7 @@ setup(
         "pillow>=9",
         "tqdm>=4.60",
         "matplotlib>=3.6",
+        "scipy>=1.10",
     ],
     extras_require={
         "dev": ["pytest>=7", "hypothesis>=6.80", "pytest-timeout>=2.1"],

@@ -15,9 +15,10 @@ from . import functional
 from .gradcheck import gradcheck, numerical_grad, GradcheckReport
 from . import nn, optim
 from .serialization import save, load
+from .checkpoint import load_model
 
 __all__ = [
     "__version__", "Tensor", "Function", "tensor", "no_grad", "enable_grad", "is_grad_enabled",
     "get_array_module", "is_gpu_available", "default_dtype", "set_default_dtype",
-    "functional", "gradcheck", "numerical_grad", "GradcheckReport", "nn", "optim", "save", "load",
+    "functional", "gradcheck", "numerical_grad", "GradcheckReport", "nn", "optim", "save", "load", "load_model",
 ]

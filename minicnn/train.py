@@ -37,14 +37,9 @@ from .data import (CIFAR10, DataLoader, DatasetError, ImageFolder, Subset, chann
 from .models import MODELS, get_model
 from .nn import init as nn_init
 from .optim import SGD, Adam, CosineAnnealingLR, MultiStepLR, OneCycleLR
-from .serialization import load, save
-
-CHECKPOINT_FORMAT = "minicnn-checkpoint"
-CHECKPOINT_VERSION = 1
-
-
-class TrainingError(Exception):
-    """A problem the user can fix (bad data path, diverged loss, wrong checkpoint): printed without a traceback."""
+from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_checkpoint, model_from_checkpoint
+from .errors import CheckpointError, TrainingError
+from .serialization import save
 
 
 class _StopRequested(Exception):
@@ -334,33 +329,6 @@ def save_checkpoint(path, trainer):
         "norm_mean": np.asarray(t.norm[0], dtype=np.float64),
         "norm_std": np.asarray(t.norm[1], dtype=np.float64),
     }, path)
-
-
-def load_checkpoint(path):
-    """Load and sanity-check a training checkpoint (a ``.npz`` written by ``minicnn train``)."""
-    if not os.path.isfile(path):
-        raise TrainingError(f"checkpoint {path} does not exist")
-    try:
-        ckpt = load(path)
-    except Exception as e:  # a corrupt or foreign file
-        raise TrainingError(f"{path} is not a readable minicnn checkpoint: {e}") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise TrainingError(f"{path} is not a minicnn training checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
-    if ckpt.get("model_name") not in MODELS:
-        raise TrainingError(f"{path} holds an unknown model {ckpt.get('model_name')!r}")
-    return ckpt
-
-
-def model_from_checkpoint(ckpt, path, model_name=None):
-    """Build the checkpoint's model and load its weights; a mismatched ``model_name`` is reported clearly."""
-    name = model_name or ckpt["model_name"]
-    model = get_model(name, num_classes=int(ckpt.get("num_classes", 10)))
-    try:
-        model.load_state_dict(ckpt["model"])
-    except (KeyError, ValueError, RuntimeError) as e:
-        raise TrainingError(
-            f"{path} holds a {ckpt['model_name']} checkpoint, which does not fit model {name}: {e}") from None
-    return model
 
 
 # --------------------------------------------------------------------- training

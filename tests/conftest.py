@@ -38,3 +38,48 @@ def torch():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def make_image_tree(root, n_train=8, n_test=3, seed=0):
+    """A 10-class CIFAR-like image-folder tree of 32x32 PNGs; each class has its own colour cue."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", n_train), ("test", n_test)):
+        for k, name in enumerate(CIFAR_CLASSES):
+            d = root / split / name
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                img = rng.integers(0, 60, (32, 32, 3))
+                img[..., k % 3] += 40 + 15 * k
+                Image.fromarray(img.astype(np.uint8)).save(d / f"{i:04d}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_tree(tmp_path_factory):
+    """Path of a tiny generated CIFAR-like image tree (20 train, 4 test images per class)."""
+    import os
+
+    root = make_image_tree(tmp_path_factory.mktemp("tiny_tree"), n_train=20, n_test=4)
+    os.environ.setdefault("MINICNN_CACHE", str(root / "cache"))
+    return str(root)
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(tiny_tree, tmp_path_factory):
+    """A simple_cnn checkpoint trained for a few epochs on ``tiny_tree`` (seconds on a CPU).
+
+    ``minicnn.load_model(trained_checkpoint)`` gives a model that takes [0, 1]
+    pixels; it separates the tiny tree's classes well above chance.
+    """
+    from minicnn.train import TrainConfig, Trainer
+
+    out = tmp_path_factory.mktemp("trained") / "run"
+    cfg = TrainConfig(model="simple_cnn", data=tiny_tree, epochs=4, batch_size=20, lr=0.05, val_split=0,
+                      out=str(out), progress=False, schedule="cosine", weight_decay=5e-4, seed=0)
+    Trainer(cfg, log=lambda *_: None).run()
+    return str(out / "last.npz")

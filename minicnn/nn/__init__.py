@@ -3,7 +3,8 @@
 - ``module``: ``Module`` (parameters, buffers, children, train/eval, to,
   state_dict, forward hooks, repr) and ``Parameter``
 - ``layers``: Sequential, ModuleList, Conv2d, ConvTranspose2d, Linear,
-  pooling, BatchNorm1d/2d, Dropout, activations, Flatten, Identity
+  pooling, BatchNorm1d/2d, Dropout, activations, Flatten, Identity,
+  Normalize (per-channel standardisation as a first layer)
 - ``loss``: CrossEntropyLoss, MSELoss
 - ``init``: He (Kaiming) and Xavier initialization, ``init.manual_seed``
 """
@@ -12,7 +13,7 @@ from .module import Module, Parameter, RemovableHandle, IncompatibleKeys
 from .layers import (
     Sequential, ModuleList, Identity, Linear, Conv2d, ConvTranspose2d,
     MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, BatchNorm1d, BatchNorm2d, Dropout,
-    ReLU, LeakyReLU, Sigmoid, Tanh, Flatten,
+    ReLU, LeakyReLU, Sigmoid, Tanh, Flatten, Normalize,
 )
 from .loss import CrossEntropyLoss, MSELoss
 
@@ -20,5 +21,5 @@ __all__ = [
     "init", "Module", "Parameter", "RemovableHandle", "IncompatibleKeys",
     "Sequential", "ModuleList", "Identity", "Linear", "Conv2d", "ConvTranspose2d",
     "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "BatchNorm1d", "BatchNorm2d", "Dropout",
-    "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Flatten", "CrossEntropyLoss", "MSELoss",
+    "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Flatten", "Normalize", "CrossEntropyLoss", "MSELoss",
 ]

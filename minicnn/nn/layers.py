@@ -20,7 +20,7 @@ from .module import Module, Parameter
 __all__ = [
     "Sequential", "ModuleList", "Identity", "Linear", "Conv2d", "ConvTranspose2d",
     "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "BatchNorm1d", "BatchNorm2d", "Dropout",
-    "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Flatten",
+    "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Flatten", "Normalize",
 ]
 
 
@@ -547,3 +547,39 @@ class Flatten(Module):
 
     def extra_repr(self):
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+
+class Normalize(Module):
+    """Per-channel standardisation: ``y[:, c] = (x[:, c] - mean[c]) / std[c]``.
+
+    The first layer of a model from ``minicnn.load_model``, so that the model
+    takes pixels in [0, 1] and gradients with respect to its input are
+    gradients with respect to the pixels (saliency, attacks, synthesis).
+    ``mean`` and ``std`` are buffers (saved in ``state_dict``, never optimised).
+    Backward: ``dx[:, c] = dy[:, c] / std[c]``, which autograd derives from
+    the subtraction and the division.
+    """
+
+    def __init__(self, mean, std):
+        super().__init__()
+        mean = np.asarray(mean, dtype=default_dtype()).reshape(-1)
+        std = np.asarray(std, dtype=default_dtype()).reshape(-1)
+        if mean.shape != std.shape or mean.size == 0:
+            raise ValueError(f"Normalize: mean and std must be non-empty and of one length, got "
+                             f"{mean.size} and {std.size} values")
+        if not (np.all(np.isfinite(std)) and np.all(std > 0)):
+            raise ValueError(f"Normalize: every std must be positive and finite, got {std.tolist()}")
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+
+    def forward(self, x):
+        c = self.mean.shape[0]
+        if x.ndim < 2 or x.shape[1] != c:
+            raise ValueError(f"Normalize({c} channels): expected input of shape (N, {c}, ...), "
+                             f"got {tuple(x.shape)}")
+        shape = (1, c) + (1,) * (x.ndim - 2)
+        return (x - self.mean.reshape(shape)) / self.std.reshape(shape)
+
+    def extra_repr(self):
+        return (f"mean={[round(float(v), 4) for v in self.mean.numpy()]}, "
+                f"std={[round(float(v), 4) for v in self.std.numpy()]}")

@@ -1,76 +1,8 @@
-"""The ``minicnn`` command (also ``python -m minicnn``).
-
-    minicnn train --model resnet20 --data PATH --epochs 182 --device gpu --out runs/r20
-    minicnn eval --checkpoint runs/r20/best.npz --data PATH
-    minicnn gradcheck                      # every built-in layer's backward
-    minicnn gradcheck --layer mymod:MyOp --shapes 2x3,3   # your own Function or Module
-"""
-import argparse
-import sys
-
-from ._version import __version__
+"""``minicnn gradcheck``: every built-in layer's backward, or the user's own, against central differences."""
+from .common import CLIError
 
 
-class CLIError(Exception):
-    """A user error: printed as one message, no traceback, exit status 2."""
-
-
-def _positive_int(text):
-    v = int(text)
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return v
-
-
-def build_parser():
-    from .models import MODELS
-
-    parser = argparse.ArgumentParser(
-        prog="minicnn", description="minicnn: a readable CNN framework on NumPy (CPU) and CuPy (GPU)")
-    parser.add_argument("--version", action="version", version=f"minicnn {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    t = sub.add_parser("train", help="train a model on CIFAR-10",
-                       description="Train a CNN on CIFAR-10. Defaults follow the ResNet paper for "
-                                   "ResNets (182 epochs, lr 0.1 /10 at 50%% and 75%%, wd 1e-4) and a "
-                                   "15-epoch one-cycle run for the other models.")
-    t.add_argument("--model", default="resnet20", choices=sorted(MODELS), help="architecture (default resnet20)")
-    t.add_argument("--data", default=None,
-                   help="CIFAR-10 location: an image-folder tree with train/ and test/, or a folder with "
-                        "cifar-10-batches-py/ or cifar-10-python.tar.gz, or 'download'. Default: "
-                        "$MINICNN_DATA, ./data/cifar10-jpeg, ./data, ../shared/data/cifar10-jpeg, "
-                        "~/.cache/minicnn/data")
-    t.add_argument("--epochs", type=_positive_int, default=None)
-    t.add_argument("--batch-size", type=_positive_int, default=128)
-    t.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
-    t.add_argument("--lr", type=float, default=None, help="(peak) learning rate")
-    t.add_argument("--momentum", type=float, default=0.9,
-                   help="SGD momentum for the step and cosine schedules (one-cycle cycles it 0.95-0.85)")
-    t.add_argument("--nesterov", action="store_true")
-    t.add_argument("--weight-decay", type=float, default=None)
-    t.add_argument("--schedule", choices=["step", "cosine", "onecycle"], default=None)
-    t.add_argument("--label-smoothing", type=float, default=0.0)
-    aug = t.add_mutually_exclusive_group()
-    aug.add_argument("--augment", dest="augment", action="store_true", default=True,
-                     help="random 4-pixel-padded crops and horizontal flips (default)")
-    aug.add_argument("--no-augment", dest="augment", action="store_false")
-    t.add_argument("--val-split", type=int, default=5000, help="training images held out for validation")
-    t.add_argument("--subset", type=_positive_int, default=None, help="train on only N images (quick runs)")
-    t.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--out", default=None, help="output folder (default runs/<model>)")
-    t.add_argument("--resume", action="store_true", help="continue from OUT/last.npz")
-    t.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    t.set_defaults(func=cmd_train)
-
-    e = sub.add_parser("eval", help="test accuracy of a checkpoint")
-    e.add_argument("--checkpoint", required=True)
-    e.add_argument("--data", default=None)
-    e.add_argument("--model", default=None, choices=sorted(MODELS),
-                   help="model to load the weights into (default: the checkpoint's)")
-    e.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
-    e.set_defaults(func=cmd_eval)
-
+def add_parser(sub):
     g = sub.add_parser("gradcheck", help="check backward passes against central differences (float64)",
                        description="With no --layer, checks every built-in op and layer. With --layer "
                                    "module:Name, checks your Function subclass (called as Name.apply) "
@@ -83,42 +15,8 @@ def build_parser():
     g.add_argument("--rtol", type=float, default=1e-4)
     g.add_argument("--seed", type=int, default=0)
     g.set_defaults(func=cmd_gradcheck)
-    return parser
 
 
-# ----------------------------------------------------------------------- train / eval
-def cmd_train(args):
-    from .train import TrainConfig, Trainer
-
-    cfg = TrainConfig(model=args.model, data=args.data, epochs=args.epochs, batch_size=args.batch_size,
-                      optimizer=args.optimizer, lr=args.lr, momentum=args.momentum, nesterov=args.nesterov,
-                      weight_decay=args.weight_decay, schedule=args.schedule,
-                      label_smoothing=args.label_smoothing, augment=args.augment, val_split=args.val_split,
-                      subset=args.subset, device=args.device, seed=args.seed,
-                      out=args.out or f"runs/{args.model}", resume=args.resume, progress=args.progress)
-    _check_device(args.device)
-    trainer = Trainer(cfg)
-    acc = trainer.run()
-    return 0 if acc is not None else 130
-
-
-def cmd_eval(args):
-    from .train import evaluate_checkpoint
-
-    _check_device(args.device)
-    evaluate_checkpoint(args.checkpoint, data=args.data, device=args.device, model_name=args.model)
-    return 0
-
-
-def _check_device(device):
-    from .backend import is_gpu_available
-
-    if device == "gpu" and not is_gpu_available():
-        raise CLIError("--device gpu: no GPU is available (CuPy with a CUDA device is needed: "
-                       "pip install 'minicnn[gpu]'); use --device cpu")
-
-
-# -------------------------------------------------------------------------- gradcheck
 def _parse_shapes(text):
     try:
         return [tuple(int(v) for v in s.split("x")) for s in text.split(",") if s.strip()]
@@ -156,8 +54,8 @@ def builtin_checks(rng):
     """(name, fn, inputs) for every built-in op and layer, on small float64 inputs."""
     import numpy as np
 
-    from . import functional as F
-    from . import nn
+    from .. import functional as F
+    from .. import nn
 
     def apart(*shape):  # distinct values, no ties or kinks within eps (max-pool, relu)
         n = int(np.prod(shape))
@@ -197,9 +95,9 @@ def builtin_checks(rng):
 def cmd_gradcheck(args):
     import numpy as np
 
-    from .autograd import Function
-    from .gradcheck import gradcheck
-    from .nn import Module
+    from ..autograd import Function
+    from ..gradcheck import gradcheck
+    from ..nn import Module
 
     rng = np.random.default_rng(args.seed)
     if args.layer is None:
@@ -260,33 +158,3 @@ def _param_probe(module, param, n_inputs):
                         owner._parameters[name] = param
         raise CLIError("internal: parameter not found in its module")
     return fn
-
-
-# ------------------------------------------------------------------------------ main
-def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 0
-    from .train import TrainingError
-
-    try:
-        return args.func(args)
-    except (CLIError, TrainingError) as e:
-        print(f"minicnn {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"minicnn {args.command}: interrupted", file=sys.stderr)
-        return 130
-    except Exception as e:   # anything else still gets one line; MINICNN_DEBUG=1 shows the traceback
-        import os
-        if os.environ.get("MINICNN_DEBUG"):
-            raise
-        print(f"minicnn {args.command}: error: {type(e).__name__}: {e}\n"
-              f"(set MINICNN_DEBUG=1 to see the traceback)", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Reading training checkpoints back, and ``load_model``: a trained model ready for analysis.
+
+A checkpoint written by ``minicnn train`` is a ``.npz`` file (``minicnn.save``,
+``allow_pickle=False``) holding the model's ``state_dict``, the optimizer and
+schedule state, the position in training, the class names and the per-channel
+normalisation statistics of the training images.
+
+``load_model(path)`` returns the trained network in eval mode with that
+normalisation as its first layer::
+
+    model = minicnn.load_model("runs/simple_cnn/best.npz")
+    model                 # Sequential(normalize: Normalize(mean, std), net: <the trained network>)
+    model.classes         # ['airplane', 'automobile', ...]
+    logits = model(x)     # x: pixels in [0, 1], shape (N, 3, 32, 32)
+
+so pixels in [0, 1] go in and logits come out: the convention of
+``minicnn.explain``, ``minicnn.attacks`` and ``minicnn.synthesize``.
+"""
+import os
+from collections import OrderedDict
+
+from .errors import CheckpointError
+from .models import MODELS, get_model
+from .serialization import load
+
+CHECKPOINT_FORMAT = "minicnn-checkpoint"
+CHECKPOINT_VERSION = 1
+
+__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "CheckpointError", "load_checkpoint",
+           "model_from_checkpoint", "load_model"]
+
+
+def load_checkpoint(path):
+    """Load and sanity-check a training checkpoint (a ``.npz`` written by ``minicnn train``)."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise CheckpointError(f"checkpoint {path} is a directory; pass the .npz file inside it "
+                              f"(for example {os.path.join(path, 'best.npz')})")
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = load(path)
+    except Exception:  # a corrupt or foreign file: never suggest loading it with pickle
+        raise CheckpointError(f"{path} is not a minicnn checkpoint (not a readable .npz file "
+                              f"written by minicnn train)") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a minicnn checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
+    if ckpt.get("model_name") not in MODELS:
+        raise CheckpointError(f"{path} holds an unknown model {ckpt.get('model_name')!r}")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt, path, model_name=None):
+    """Build the checkpoint's model and load its weights (training mode, no normalisation layer)."""
+    name = model_name or ckpt["model_name"]
+    if name not in MODELS:
+        raise CheckpointError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
+    model = get_model(name, num_classes=int(ckpt.get("num_classes", 10)))
+    try:
+        model.load_state_dict(ckpt["model"])
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise CheckpointError(
+            f"{path} holds a {ckpt['model_name']} checkpoint, which does not fit model {name}: {e}") from None
+    return model
+
+
+def load_model(path, device="cpu"):
+    """The trained model of checkpoint ``path``, ready for analysis.
+
+    Returns ``Sequential(normalize=nn.Normalize(mean, std), net=model)`` in
+    eval mode on ``device``: it takes images with values in [0, 1], shape
+    (N, C, H, W), and returns logits. ``model.classes`` lists the class
+    names; ``model.net`` is the trained network itself (its ``state_dict``
+    is the checkpoint's). Layers are named as ``model.named_modules()``
+    gives them (``net.0``, ``net.layer1.0.conv1``, ...).
+    """
+    from . import nn   # nn is above this module's callers; imported here to keep checkpoint light
+
+    ckpt = load_checkpoint(path)
+    net = model_from_checkpoint(ckpt, path)
+    if "norm_mean" not in ckpt or "norm_std" not in ckpt:
+        raise CheckpointError(f"{path} has no normalisation statistics (norm_mean, norm_std)")
+    model = nn.Sequential(OrderedDict([("normalize", nn.Normalize(ckpt["norm_mean"], ckpt["norm_std"])),
+                                       ("net", net)]))
+    model.classes = [str(c) for c in ckpt.get("classes", [str(i) for i in range(int(ckpt.get("num_classes", 10)))])]
+    model.to(device)
+    model.eval()
+    return model
