@@ -1,0 +1,258 @@
+"""Speed: every CPU trick of minicnn, each a named helper with a one-line contract.
+
+The lessons (``functional/conv.py``, ``pooling.py``, ``norm.py``) read like
+their math. When a line there is slow on a 2-core CPU, it calls a helper from
+this module instead, and the helper's first docstring line says what it
+returns in plain NumPy ("returns the same as ``a @ b``"); ``tests/test_speed.py``
+checks each of those contracts. Reading the lessons, you may take every
+helper here as its contract.
+
+Process settings
+----------------
+Two settings change the whole process, so ``import minicnn`` does NOT apply
+them (a notebook that imports minicnn keeps its process as it was). The
+entry points that run long jobs (``minicnn train``, the ``Trainer``, the
+benchmarks) call :func:`apply_process_settings`:
+
+- glibc keeps freed memory for reuse (``mallopt``), see :func:`keep_freed_memory`;
+- OpenBLAS runs single-threaded, and minicnn's own thread pool
+  (:func:`parallel_chunks`) splits the big matrix products instead
+  (:func:`matmul`). One pool of threads per process, which waits by sleeping,
+  never by spinning: on a quiet machine the product still uses every core;
+  when two jobs share the cores they take turns instead of fighting
+  (OpenBLAS's own threads spin while they wait for each other, which made
+  two jobs on 2 cores 16x slower instead of 2x).
+
+This module imports only the standard library and NumPy: it sits beside
+``backend`` at the top of the layer order.
+"""
+import functools
+import os
+import sys
+import threading
+
+__all__ = [
+    "apply_process_settings", "keep_freed_memory", "blas_threads", "set_blas_threads",
+    "cpu_threads", "parallel_chunks", "row_blocks", "BLOCK_BYTES", "matmul",
+]
+
+
+# --------------------------------------------------------------------------
+# Process settings (applied by the entry points, never at import)
+# --------------------------------------------------------------------------
+_applied = None     # what apply_process_settings() did, once it ran
+
+
+def apply_process_settings():
+    """Apply the process-wide settings that make long CPU jobs fast; idempotent.
+
+    Called by the training entry points (``minicnn train``, ``Trainer``,
+    ``bench/*.py``), never by ``import minicnn``. It
+
+    1. asks glibc to keep freed memory for reuse (:func:`keep_freed_memory`);
+       ``MINICNN_MALLOC_TUNING=0`` turns this off;
+    2. makes OpenBLAS single-threaded (:func:`set_blas_threads`), so minicnn's
+       thread pool is the only one in the process and :func:`matmul` splits
+       big products over it; ``MINICNN_BLAS_THREADS=n`` keeps OpenBLAS at
+       ``n`` threads instead (then :func:`matmul` is a plain ``a @ b``).
+
+    Returns a dict saying what was applied (the same dict on every call).
+    """
+    global _applied
+    if _applied is None:
+        want = int(os.environ.get("MINICNN_BLAS_THREADS", "1"))
+        _applied = {
+            "keep_freed_memory": keep_freed_memory(),
+            "blas_threads": want if set_blas_threads(want) else None,
+        }
+    return dict(_applied)
+
+
+def keep_freed_memory():
+    """Ask glibc to keep freed memory for reuse instead of handing it back to the OS.
+
+    What it saves: by default glibc serves every allocation above a few MiB
+    with its own ``mmap`` and returns it with ``munmap`` on free. A training
+    step allocates and frees the same large activations (im2col buffers of
+    ~75 MB at batch 128) every step, so each one comes back as fresh pages,
+    and touching fresh pages page-faults: filling a new 75 MB array took
+    16 ms against 4 ms for reused memory, 15-20% of a whole step.
+
+    Why it is correct: ``mallopt`` only changes where freed memory goes
+    (back onto glibc's heap, reused by the next allocation of a similar
+    size); every array is still allocated and initialised exactly as before.
+    The price is that the process keeps its peak heap until it exits, which
+    is what a training run does anyway.
+
+    Called by :func:`apply_process_settings`; ``MINICNN_MALLOC_TUNING=0``
+    turns it off. A no-op where the C library is not glibc. Returns True if applied.
+    """
+    import ctypes
+    if os.environ.get("MINICNN_MALLOC_TUNING", "1") == "0" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+    # Serve large blocks from the heap (no per-block mmap) and never trim its top.
+    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1))  # C int max
+
+
+# --------------------------------------------------------------------------
+# OpenBLAS's thread count, through ctypes (what threadpoolctl does)
+# --------------------------------------------------------------------------
+_BLAS_SUFFIXES = ("", "64_", "_64")
+_BLAS_PREFIXES = ("openblas", "scipy_openblas")
+
+
+@functools.lru_cache(maxsize=None)
+def _openblas():
+    """(set_num_threads, get_num_threads) C functions of the OpenBLAS NumPy loaded, or None."""
+    import ctypes
+    import numpy  # noqa: F401  (loads NumPy's OpenBLAS, if it has one)
+    paths = []
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                path = line.split()[-1] if len(line.split()) >= 6 else ""
+                if "openblas" in os.path.basename(path).lower() and path not in paths:
+                    paths.append(path)
+    except OSError:
+        return None
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)    # already loaded: the same handle NumPy uses
+        except OSError:
+            continue
+        for prefix in _BLAS_PREFIXES:
+            for suffix in _BLAS_SUFFIXES:
+                setter = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
+                getter = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
+                if setter is not None and getter is not None:
+                    setter.argtypes, setter.restype = [ctypes.c_int], None
+                    getter.argtypes, getter.restype = [], ctypes.c_int
+                    return setter, getter
+    return None
+
+
+def blas_threads():
+    """How many threads OpenBLAS uses for one matrix product, or None when NumPy's BLAS is not OpenBLAS."""
+    fns = _openblas()
+    return None if fns is None else int(fns[1]())
+
+
+def set_blas_threads(n):
+    """Set OpenBLAS's thread count to ``n`` for this process; returns False when there is no OpenBLAS to set."""
+    fns = _openblas()
+    if fns is None:
+        return False
+    fns[0](int(n))
+    return True
+
+
+# --------------------------------------------------------------------------
+# minicnn's thread pool
+# --------------------------------------------------------------------------
+_POOL = None
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_threads():
+    """How many threads ``parallel_chunks`` splits CPU work into (the usable cores; asked once)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def _in_pool_thread():
+    return threading.current_thread().name.startswith("minicnn-cpu")
+
+
+def parallel_chunks(n, work, arrays_on_gpu=False):
+    """Same as ``work(0, n)``, when ``work(lo, hi)`` writes only rows [lo, hi): runs one chunk per core, in threads.
+
+    Why: NumPy runs a copy or an elementwise op on one core, but it releases
+    the GIL while doing so, so two threads writing disjoint halves of an
+    array keep two cores busy (a 75 MB im2col copy: 9.0 ms -> 6.3 ms on two
+    cores). Correct as long as the chunks write disjoint memory, which is
+    the caller's promise. On the GPU (``arrays_on_gpu``), for small ``n``,
+    or when called from inside another chunk's work (the pool's threads
+    would wait on themselves) it is a plain call ``work(0, n)``.
+    The pool's threads wait for work by sleeping (a queue), never spinning.
+    """
+    global _POOL
+    k = min(cpu_threads(), n)
+    if arrays_on_gpu or k < 2 or _in_pool_thread():
+        work(0, n)
+        return
+    if _POOL is None:
+        from concurrent.futures import ThreadPoolExecutor
+        _POOL = ThreadPoolExecutor(max_workers=cpu_threads(), thread_name_prefix="minicnn-cpu")
+    bounds = [n * i // k for i in range(k + 1)]
+    futures = [_POOL.submit(work, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]
+    errors = [f.exception() for f in futures]      # waits for every chunk, even after one failed
+    for e in errors:
+        if e is not None:
+            raise e
+
+
+# Rows per block of ``row_blocks``: about 1 MiB of each array a block touches.
+BLOCK_BYTES = 1024 * 1024
+
+
+def row_blocks(n_rows, row_bytes, work, arrays_on_gpu=False):
+    """Same as ``[work(0, n_rows)]`` split into row blocks: returns ``[work(lo, hi) for each block]``, in order.
+
+    Why: it lets a layer run a chain of NumPy calls (and reductions, each
+    block returning its partial result, which the caller adds up with
+    ``sum``) on both cores, as ``parallel_chunks`` does for one call, and a
+    temporary made inside ``work`` is only block-sized. Blocks of about
+    ``BLOCK_BYTES`` per row-array keep that temporary small and give each
+    core many blocks.
+
+    On the GPU (``arrays_on_gpu``) it is one call ``work(0, n_rows)``: the
+    whole array is the block, and the GPU runs each call in parallel anyway.
+    """
+    if arrays_on_gpu:
+        return [work(0, n_rows)]
+    rows = max(1, BLOCK_BYTES // max(1, row_bytes))
+    starts = list(range(0, n_rows, rows))
+    results = [None] * len(starts)
+
+    def run(first, last):       # blocks first..last-1, one after the other on one core
+        for i in range(first, last):
+            results[i] = work(starts[i], min(n_rows, starts[i] + rows))
+    parallel_chunks(len(starts), run)
+    return results
+
+
+# --------------------------------------------------------------------------
+# Matrix products
+# --------------------------------------------------------------------------
+# Below this many multiply-adds a product is not worth splitting over threads.
+MATMUL_SPLIT_FLOPS = 4_000_000
+
+
+def matmul(a, b, out=None):
+    """Returns the same as ``a @ b`` (2-D arrays; written into ``out`` when given).
+
+    Why: after :func:`apply_process_settings` OpenBLAS is single-threaded,
+    so a big CPU product is split here by rows of ``a`` over minicnn's pool
+    (each thread one single-threaded OpenBLAS call on its rows). Otherwise,
+    on the GPU, or for a small product, it is exactly ``xp.matmul(a, b)``.
+    """
+    import numpy as np
+    M = a.shape[0]
+    split = (_applied is not None and (_applied["blas_threads"] or 0) == 1
+             and type(a) is np.ndarray and type(b) is np.ndarray
+             and cpu_threads() > 1 and M >= 2 * cpu_threads()
+             and M * a.shape[1] * b.shape[1] >= MATMUL_SPLIT_FLOPS and not _in_pool_thread())
+    if not split:
+        return a @ b if out is None else np.matmul(a, b, out=out)
+    if out is None:
+        out = np.empty((M, b.shape[1]), dtype=np.result_type(a, b))
+    parallel_chunks(M, lambda lo, hi: np.matmul(a[lo:hi], b, out=out[lo:hi]))
+    return out
