@@ -1,9 +1,61 @@
-"""Activation functions and softmax, each a ``Function`` with its derivative in the docstring."""
+"""Activation functions and softmax, each a ``Function`` with its derivative in the docstring.
+
+ReLU's backward rule can be switched (``relu_backward_rule``): that one
+switch turns the ordinary gradient into Zeiler & Fergus's deconvnet or
+Springenberg et al.'s guided backpropagation (``minicnn.explain``).
+"""
+import threading
+
 from ..autograd import Function
 from ..backend import get_array_module
 from .basic import normalize_axis_args
 
-__all__ = ["relu", "leaky_relu", "sigmoid", "tanh", "softmax", "log_softmax"]
+__all__ = ["relu", "leaky_relu", "sigmoid", "tanh", "softmax", "log_softmax",
+           "relu_backward_rule", "RELU_BACKWARD_RULES"]
+
+# What ReLU's backward passes on, given the upstream gradient g and the forward input x:
+RELU_BACKWARD_RULES = ("gradient",    # g * [x > 0]            the true derivative (default)
+                       "deconvnet",   # g * [g > 0]            Zeiler & Fergus 2014
+                       "guided")      # g * [x > 0] * [g > 0]  Springenberg et al. 2015
+
+
+class _ReluRule(threading.local):
+    """The rule that ReLU.backward applies now; per thread, like grad mode."""
+    rule = "gradient"
+
+
+_RELU_RULE = _ReluRule()
+
+
+class relu_backward_rule:
+    """Context manager: ReLU backward passes inside it follow ``rule``::
+
+        with F.relu_backward_rule("guided"):
+            model(x)[0, c].backward()      # x.grad is the guided backpropagation map
+
+    ``rule`` is one of ``RELU_BACKWARD_RULES``: ``"gradient"`` (the derivative,
+    g * [x > 0]), ``"deconvnet"`` (g * [g > 0]: the backward signal is
+    rectified, whatever the forward input was) or ``"guided"`` (both masks,
+    g * [x > 0] * [g > 0]). The rule is read when ``backward`` runs, so the
+    forward pass may happen inside or outside the block; nothing in the
+    network changes, and the previous rule comes back on exit (also on an
+    error). Only ReLU consults it; every other op keeps its true derivative.
+    """
+
+    def __init__(self, rule):
+        if rule not in RELU_BACKWARD_RULES:
+            raise ValueError(f"relu_backward_rule: rule must be one of {', '.join(RELU_BACKWARD_RULES)}, "
+                             f"got {rule!r}")
+        self.rule = rule
+
+    def __enter__(self):
+        self._prev = _RELU_RULE.rule
+        _RELU_RULE.rule = self.rule
+        return self
+
+    def __exit__(self, *exc):
+        _RELU_RULE.rule = self._prev
+        return False
 
 
 class ReLU(Function):
@@ -11,6 +63,10 @@ class ReLU(Function):
 
     The mask is stored as booleans and applied by multiplication
     (``g * mask``), several times faster than ``where(mask, g, 0)``.
+
+    Inside ``relu_backward_rule("deconvnet")`` the backward pass returns
+    g * [g > 0] instead, and inside ``relu_backward_rule("guided")``
+    g * [x > 0] * [g > 0] (see ``RELU_BACKWARD_RULES``).
     """
 
     def forward(self, x):
@@ -18,7 +74,13 @@ class ReLU(Function):
         return get_array_module(x).maximum(x, 0)     # (x * mask would turn -inf into NaN)
 
     def backward(self, g):
-        return g * self.mask
+        rule = _RELU_RULE.rule
+        if rule == "gradient":
+            return g * self.mask
+        positive_g = get_array_module(g).maximum(g, 0)     # g * [g > 0]
+        if rule == "deconvnet":
+            return positive_g
+        return positive_g * self.mask                      # guided
 
 
 class LeakyReLU(Function):
