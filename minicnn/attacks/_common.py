@@ -237,23 +237,24 @@ def project(x, x_adv, eps, norm, lo, hi):
     """
     xp = get_array_module(x)
     if norm == "inf":
-        down, up = x - x.dtype.type(eps), x + x.dtype.type(eps)
-        for _ in range(4):   # x + eps rounded up by float arithmetic: step back one ulp
-            over_up, over_down = (up - x) > eps, (x - down) > eps
-            if not (bool(over_up.any()) or bool(over_down.any())):
-                break
-            up = xp.where(over_up, xp.nextafter(up, x), up)
-            down = xp.where(over_down, xp.nextafter(down, x), down)
+        # x -/+ eps computed in float64, then rounded to x's dtype towards x (never past eps)
+        x64 = x.astype(np.float64)
+        down, up = (x64 - eps).astype(x.dtype), (x64 + eps).astype(x.dtype)
+        down = xp.where(down < x64 - eps, xp.nextafter(down, x), down)
+        up = xp.where(up > x64 + eps, xp.nextafter(up, x), up)
         z = xp.minimum(xp.maximum(x_adv, down), up)
         return xp.minimum(xp.maximum(z, lo), hi).astype(x.dtype, copy=False)
     d = (x_adv - x).astype(np.float64)
-    radius = eps
-    for _ in range(6):
+    radius = xp.full(x.shape[0], float(eps))
+    for _ in range(8):
         norms = per_image_norms(d, 2)
         factor = xp.minimum(1.0, radius / xp.maximum(norms, 1e-300))
         z = (x + _expand(factor, x.ndim) * d).astype(x.dtype)
         z = xp.minimum(xp.maximum(z, lo), hi)
-        if not bool((per_image_norms(z - x, 2) > eps).any()):
+        realized = per_image_norms(z - x, 2)
+        over = realized > eps
+        if not bool(over.any()):
             return z
-        radius *= 1 - 1e-5      # float rounding took a result past eps: aim a little inside
+        # float rounding took a result just past eps: aim that image's radius a little inside
+        radius = xp.where(over, radius * (eps / realized) * (1 - 4 * np.finfo(x.dtype).eps), radius)
     return x.copy()
