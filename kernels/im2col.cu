@@ -19,9 +19,11 @@
 //
 // Every kernel uses a grid-stride loop over a flat index of type long long,
 // so any grid size works and tensors with more than 2^31 elements are safe.
-// Each kernel body is a template; the extern "C" kernels at the end of the
-// file instantiate it for float (_f32) and double (_f64), giving plain,
-// unmangled names that cupy.RawModule.get_function can find.
+// Each kernel is a template over the element type T, written once;
+// minicnn/cuda.py instantiates it for float and double by name
+// ("im2col<float>", "im2col<double>") through cupy.RawModule's
+// name_expressions, and the CPU tests compile this same file as C++
+// (tests/kernel_shim/) and instantiate it the same way.
 //
 // The file includes no headers, so NVRTC (CuPy's default compiler) builds it.
 
@@ -34,11 +36,11 @@
 // The thread reads one input value (or 0 in the padding) and writes cols[i].
 // ---------------------------------------------------------------------------
 template <typename T>
-__device__ void im2col_body(const T* __restrict__ x, T* __restrict__ cols,
-                            int N, int H, int W, int C,
-                            int KH, int KW, int SH, int SW,
-                            int PH, int PW, int DH, int DW,
-                            int OH, int OW)
+__global__ void im2col(const T* __restrict__ x, T* __restrict__ cols,
+                       int N, int H, int W, int C,
+                       int KH, int KW, int SH, int SW,
+                       int PH, int PW, int DH, int DW,
+                       int OH, int OW)
 {
     const long long ncols = (long long)KH * KW * C;
     const long long total = (long long)N * OH * OW * ncols;
@@ -78,11 +80,11 @@ __device__ void im2col_body(const T* __restrict__ x, T* __restrict__ cols,
 // deterministic. The taps are summed in the order kh outer, kw inner.
 // ---------------------------------------------------------------------------
 template <typename T>
-__device__ void col2im_body(const T* __restrict__ cols, T* __restrict__ dx,
-                            int N, int H, int W, int C,
-                            int KH, int KW, int SH, int SW,
-                            int PH, int PW, int DH, int DW,
-                            int OH, int OW)
+__global__ void col2im(const T* __restrict__ cols, T* __restrict__ dx,
+                       int N, int H, int W, int C,
+                       int KH, int KW, int SH, int SW,
+                       int PH, int PW, int DH, int DW,
+                       int OH, int OW)
 {
     const long long ncols = (long long)KH * KW * C;
     const long long total = (long long)N * H * W * C;
@@ -111,38 +113,3 @@ __device__ void col2im_body(const T* __restrict__ cols, T* __restrict__ dx,
     }
 }
 
-
-// ---------------------------------------------------------------------------
-// Entry points: one per dtype. Arguments: pointers, then the int geometry.
-// ---------------------------------------------------------------------------
-extern "C" __global__ void im2col_f32(const float* __restrict__ x, float* __restrict__ cols,
-                                      int N, int H, int W, int C, int KH, int KW,
-                                      int SH, int SW, int PH, int PW, int DH, int DW,
-                                      int OH, int OW)
-{
-    im2col_body<float>(x, cols, N, H, W, C, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW);
-}
-
-extern "C" __global__ void im2col_f64(const double* __restrict__ x, double* __restrict__ cols,
-                                      int N, int H, int W, int C, int KH, int KW,
-                                      int SH, int SW, int PH, int PW, int DH, int DW,
-                                      int OH, int OW)
-{
-    im2col_body<double>(x, cols, N, H, W, C, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW);
-}
-
-extern "C" __global__ void col2im_f32(const float* __restrict__ cols, float* __restrict__ dx,
-                                      int N, int H, int W, int C, int KH, int KW,
-                                      int SH, int SW, int PH, int PW, int DH, int DW,
-                                      int OH, int OW)
-{
-    col2im_body<float>(cols, dx, N, H, W, C, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW);
-}
-
-extern "C" __global__ void col2im_f64(const double* __restrict__ cols, double* __restrict__ dx,
-                                      int N, int H, int W, int C, int KH, int KW,
-                                      int SH, int SW, int PH, int PW, int DH, int DW,
-                                      int OH, int OW)
-{
-    col2im_body<double>(cols, dx, N, H, W, C, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW);
-}

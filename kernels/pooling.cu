@@ -17,15 +17,20 @@
 //
 // Argmax convention (PyTorch's): indices[n, c, oh, ow] = h*W + w, the flat
 // position of the maximum inside the UNPADDED input plane, int64. Ties go to
-// the first maximum in scan order (kh outer, kw inner); a NaN counts as the
-// maximum (the first NaN wins), as in NumPy's argmax and PyTorch.
+// the first maximum in scan order (kh outer, kw inner). A NaN counts as the
+// maximum and the LAST NaN in scan order wins (the window outputs NaN), as
+// in PyTorch. A window whose real taps are all -inf gets -inf and the index
+// of its first real tap; padding taps are skipped, never chosen.
 //
 // Every kernel uses a grid-stride loop over a long long flat index (safe for
 // more than 2^31 elements). Backward kernels are GATHERS, one thread per input
 // pixel that visits the output windows covering it: each thread writes only
 // its own element, so there are no atomics and the result is deterministic.
-// Each body is a template; the extern "C" kernels at the end instantiate it
-// for float (_f32) and double (_f64). No headers, so NVRTC builds the file.
+// Each kernel is a template over the element type T, written once;
+// minicnn/cuda.py instantiates it for float and double by name
+// ("max_pool2d_forward<float>", ...) through cupy.RawModule's
+// name_expressions, and the CPU tests compile this same file as C++
+// (tests/kernel_shim/). No headers, so NVRTC builds the file.
 
 
 template <typename T> __device__ T negative_infinity();
@@ -42,12 +47,12 @@ template <> __device__ double negative_infinity<double>() { return -__longlong_a
 // padding exceeds half the dilated kernel) gets -inf and index -1.
 // ---------------------------------------------------------------------------
 template <typename T>
-__device__ void max_pool2d_forward_body(const T* __restrict__ x, T* __restrict__ y,
-                                        long long* __restrict__ indices,
-                                        int N, int C, int H, int W,
-                                        int KH, int KW, int SH, int SW,
-                                        int PH, int PW, int DH, int DW,
-                                        int OH, int OW)
+__global__ void max_pool2d_forward(const T* __restrict__ x, T* __restrict__ y,
+                                   long long* __restrict__ indices,
+                                   int N, int C, int H, int W,
+                                   int KH, int KW, int SH, int SW,
+                                   int PH, int PW, int DH, int DW,
+                                   int OH, int OW)
 {
     const long long total = (long long)N * C * OH * OW;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
@@ -90,13 +95,13 @@ __device__ void max_pool2d_forward_body(const T* __restrict__ x, T* __restrict__
 // range; likewise ow) and whose stored argmax is this pixel, h*W + w.
 // ---------------------------------------------------------------------------
 template <typename T>
-__device__ void max_pool2d_backward_body(const T* __restrict__ grad_out,
-                                         const long long* __restrict__ indices,
-                                         T* __restrict__ dx,
-                                         int N, int C, int H, int W,
-                                         int KH, int KW, int SH, int SW,
-                                         int PH, int PW, int DH, int DW,
-                                         int OH, int OW)
+__global__ void max_pool2d_backward(const T* __restrict__ grad_out,
+                                    const long long* __restrict__ indices,
+                                    T* __restrict__ dx,
+                                    int N, int C, int H, int W,
+                                    int KH, int KW, int SH, int SW,
+                                    int PH, int PW, int DH, int DW,
+                                    int OH, int OW)
 {
     const long long total = (long long)N * C * H * W;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
@@ -147,11 +152,11 @@ __device__ int avg_pool_real_taps(int oh, int ow, int H, int W,
 // A window with no real tap and count_include_pad false gives 0.
 // ---------------------------------------------------------------------------
 template <typename T>
-__device__ void avg_pool2d_forward_body(const T* __restrict__ x, T* __restrict__ y,
-                                        int N, int C, int H, int W,
-                                        int KH, int KW, int SH, int SW,
-                                        int PH, int PW, int count_include_pad,
-                                        int OH, int OW)
+__global__ void avg_pool2d_forward(const T* __restrict__ x, T* __restrict__ y,
+                                   int N, int C, int H, int W,
+                                   int KH, int KW, int SH, int SW,
+                                   int PH, int PW, int count_include_pad,
+                                   int OH, int OW)
 {
     const long long total = (long long)N * C * OH * OW;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
@@ -184,11 +189,11 @@ __device__ void avg_pool2d_forward_body(const T* __restrict__ x, T* __restrict__
 //                    grad_out[n, c, oh, ow] / divisor(oh, ow).
 // ---------------------------------------------------------------------------
 template <typename T>
-__device__ void avg_pool2d_backward_body(const T* __restrict__ grad_out, T* __restrict__ dx,
-                                         int N, int C, int H, int W,
-                                         int KH, int KW, int SH, int SW,
-                                         int PH, int PW, int count_include_pad,
-                                         int OH, int OW)
+__global__ void avg_pool2d_backward(const T* __restrict__ grad_out, T* __restrict__ dx,
+                                    int N, int C, int H, int W,
+                                    int KH, int KW, int SH, int SW,
+                                    int PH, int PW, int count_include_pad,
+                                    int OH, int OW)
 {
     const long long total = (long long)N * C * H * W;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
@@ -219,80 +224,3 @@ __device__ void avg_pool2d_backward_body(const T* __restrict__ grad_out, T* __re
     }
 }
 
-
-// ---------------------------------------------------------------------------
-// Entry points: one per dtype. Arguments: pointers, then the int geometry.
-// ---------------------------------------------------------------------------
-extern "C" __global__ void max_pool2d_forward_f32(
-    const float* __restrict__ x, float* __restrict__ y, long long* __restrict__ indices,
-    int N, int C, int H, int W, int KH, int KW, int SH, int SW,
-    int PH, int PW, int DH, int DW, int OH, int OW)
-{
-    max_pool2d_forward_body<float>(x, y, indices, N, C, H, W, KH, KW, SH, SW,
-                                   PH, PW, DH, DW, OH, OW);
-}
-
-extern "C" __global__ void max_pool2d_forward_f64(
-    const double* __restrict__ x, double* __restrict__ y, long long* __restrict__ indices,
-    int N, int C, int H, int W, int KH, int KW, int SH, int SW,
-    int PH, int PW, int DH, int DW, int OH, int OW)
-{
-    max_pool2d_forward_body<double>(x, y, indices, N, C, H, W, KH, KW, SH, SW,
-                                    PH, PW, DH, DW, OH, OW);
-}
-
-extern "C" __global__ void max_pool2d_backward_f32(
-    const float* __restrict__ grad_out, const long long* __restrict__ indices,
-    float* __restrict__ dx,
-    int N, int C, int H, int W, int KH, int KW, int SH, int SW,
-    int PH, int PW, int DH, int DW, int OH, int OW)
-{
-    max_pool2d_backward_body<float>(grad_out, indices, dx, N, C, H, W, KH, KW, SH, SW,
-                                    PH, PW, DH, DW, OH, OW);
-}
-
-extern "C" __global__ void max_pool2d_backward_f64(
-    const double* __restrict__ grad_out, const long long* __restrict__ indices,
-    double* __restrict__ dx,
-    int N, int C, int H, int W, int KH, int KW, int SH, int SW,
-    int PH, int PW, int DH, int DW, int OH, int OW)
-{
-    max_pool2d_backward_body<double>(grad_out, indices, dx, N, C, H, W, KH, KW, SH, SW,
-                                     PH, PW, DH, DW, OH, OW);
-}
-
-extern "C" __global__ void avg_pool2d_forward_f32(
-    const float* __restrict__ x, float* __restrict__ y,
-    int N, int C, int H, int W, int KH, int KW, int SH, int SW,
-    int PH, int PW, int count_include_pad, int OH, int OW)
-{
-    avg_pool2d_forward_body<float>(x, y, N, C, H, W, KH, KW, SH, SW,
-                                   PH, PW, count_include_pad, OH, OW);
-}
-
-extern "C" __global__ void avg_pool2d_forward_f64(
-    const double* __restrict__ x, double* __restrict__ y,
-    int N, int C, int H, int W, int KH, int KW, int SH, int SW,
-    int PH, int PW, int count_include_pad, int OH, int OW)
-{
-    avg_pool2d_forward_body<double>(x, y, N, C, H, W, KH, KW, SH, SW,
-                                    PH, PW, count_include_pad, OH, OW);
-}
-
-extern "C" __global__ void avg_pool2d_backward_f32(
-    const float* __restrict__ grad_out, float* __restrict__ dx,
-    int N, int C, int H, int W, int KH, int KW, int SH, int SW,
-    int PH, int PW, int count_include_pad, int OH, int OW)
-{
-    avg_pool2d_backward_body<float>(grad_out, dx, N, C, H, W, KH, KW, SH, SW,
-                                    PH, PW, count_include_pad, OH, OW);
-}
-
-extern "C" __global__ void avg_pool2d_backward_f64(
-    const double* __restrict__ grad_out, double* __restrict__ dx,
-    int N, int C, int H, int W, int KH, int KW, int SH, int SW,
-    int PH, int PW, int count_include_pad, int OH, int OW)
-{
-    avg_pool2d_backward_body<double>(grad_out, dx, N, C, H, W, KH, KW, SH, SW,
-                                     PH, PW, count_include_pad, OH, OW);
-}

@@ -18,15 +18,24 @@ launcher (this module)         kernel (``kernels/``)        NumPy twin
 How a launch works, in three hops:
 
 1. ``load_module('im2col.cu')`` reads the source and hands it to
-   ``cupy.RawModule`` (compiled by NVRTC on first use, then cached by CuPy
-   on disk); this happens once per process (``functools.lru_cache``).
-2. ``get_kernel('im2col', dtype)`` picks the ``extern "C"`` entry point for
-   the dtype: ``im2col_f32`` or ``im2col_f64``.
+   ``cupy.RawModule`` with the *name expressions* of its kernels, one per
+   element type: ``im2col<float>``, ``im2col<double>``, ``col2im<float>``...
+   Each kernel is a C++ template written once; NVRTC instantiates it for
+   every name expression when it compiles the file (on first use, then
+   cached by CuPy on disk). This happens once per process
+   (``functools.lru_cache``).
+2. ``get_kernel('im2col', dtype)`` returns the instance for the dtype:
+   ``module.get_function('im2col<float>')`` (or ``<double>``).
 3. ``_launch`` starts ``ceil(total / 256)`` blocks of 256 threads (capped:
    every kernel has a grid-stride loop, so fewer blocks still cover all
    elements) and passes the arrays, then the integer geometry in exactly the
    order of the C signature. ``KERNELS`` below spells out that order once;
    a CPU test checks it against the ``.cu`` sources.
+
+The tests also compile the same ``.cu`` sources as C++ for the CPU (a small
+shim in ``tests/kernel_shim/`` stands in for CUDA) and run these launchers
+on them, so every index computation is checked on every CI run; what only a
+GPU run checks is CuPy itself (NVRTC, the name expressions, the launch).
 
 CuPy is reached only through ``minicnn.backend.cupy_or_none()``; this module
 imports without CuPy, and the plain helpers (argument normalisation, output
@@ -42,7 +51,8 @@ from . import backend
 from .utils import pair
 
 __all__ = [
-    "kernel_source_dir", "kernel_files", "load_module", "get_kernel", "KERNELS",
+    "kernel_source_dir", "kernel_files", "load_module", "get_kernel", "KERNELS", "C_TYPES",
+    "name_expression", "name_expressions",
     "pair", "pool_geometry", "conv_geometry", "launch_config",
     "im2col_gpu", "col2im_gpu",
     "max_pool2d_forward_gpu", "max_pool2d_backward_gpu",
@@ -53,8 +63,8 @@ BLOCK_SIZE = 256      # threads per block for every launch
 MAX_BLOCKS = 65536    # grid cap; the grid-stride loops cover the rest
 _INT32_MAX = 2**31 - 1
 
-# dtype -> suffix of the extern "C" entry point in the .cu files
-_SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+# dtype -> the C type a kernel template is instantiated with ("im2col<float>")
+C_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 
 
 # ---------------------------------------------------------------------------
@@ -101,14 +111,26 @@ def _require_cupy(what):
     return cp
 
 
+def name_expression(name, dtype):
+    """The C++ name of kernel ``name`` instantiated for ``dtype``: ``'im2col<float>'``."""
+    return f"{name}<{C_TYPES[np.dtype(dtype)]}>"
+
+
+def name_expressions(filename):
+    """Every kernel instance that ``kernels/<filename>`` is compiled with."""
+    return [name_expression(name, dtype) for name, spec in KERNELS.items() if spec.filename == filename
+            for dtype in C_TYPES]
+
+
 @functools.lru_cache(maxsize=None)
 def load_module(filename):
-    """``cupy.RawModule`` for ``kernels/<filename>``, built once per process."""
+    """``cupy.RawModule`` for ``kernels/<filename>``, built once per process,
+    with its kernel templates instantiated for float and double."""
     cp = _require_cupy(f"load_module({filename!r})")
     path = os.path.join(kernel_source_dir(), filename)
     with open(path, encoding="utf-8") as f:
         source = f.read()
-    return cp.RawModule(code=source)
+    return cp.RawModule(code=source, name_expressions=name_expressions(filename))
 
 
 class KernelSpec(NamedTuple):
@@ -122,7 +144,8 @@ _CONV_INTS = ("N", "H", "W", "C", "KH", "KW", "SH", "SW", "PH", "PW", "DH", "DW"
 _MAX_INTS = ("N", "C", "H", "W", "KH", "KW", "SH", "SW", "PH", "PW", "DH", "DW", "OH", "OW")
 _AVG_INTS = ("N", "C", "H", "W", "KH", "KW", "SH", "SW", "PH", "PW", "count_include_pad", "OH", "OW")
 
-#: Every kernel (without its _f32/_f64 suffix) and its C signature.
+#: Every kernel template and its C signature (T is the element type;
+#: ``indices`` is ``long long*``, every other array ``T*``).
 KERNELS = {
     "im2col": KernelSpec("im2col.cu", ("x", "cols"), _CONV_INTS),
     "col2im": KernelSpec("im2col.cu", ("cols", "dx"), _CONV_INTS),
@@ -133,23 +156,23 @@ KERNELS = {
 }
 
 
-def _suffix(fn, argname, dtype):
+def _float_dtype(fn, argname, dtype):
     dtype = np.dtype(dtype)
-    if dtype not in _SUFFIX:
+    if dtype not in C_TYPES:
         raise TypeError(f"{fn}: {argname} must be float32 or float64, got {dtype}")
-    return _SUFFIX[dtype]
+    return dtype
 
 
 @functools.lru_cache(maxsize=None)
-def _kernel_cached(name, suffix):
-    return load_module(KERNELS[name].filename).get_function(f"{name}_{suffix}")
+def _kernel_cached(name, dtype):
+    return load_module(KERNELS[name].filename).get_function(name_expression(name, dtype))
 
 
 def get_kernel(name, dtype):
-    """The compiled kernel ``<name>_f32`` or ``<name>_f64`` for ``dtype``."""
+    """The compiled kernel ``<name><float>`` or ``<name><double>`` for ``dtype``."""
     if name not in KERNELS:
         raise ValueError(f"get_kernel: unknown kernel {name!r}; known: {sorted(KERNELS)}")
-    return _kernel_cached(name, _suffix("get_kernel", "dtype", dtype))
+    return _kernel_cached(name, _float_dtype("get_kernel", "dtype", dtype))
 
 
 # ---------------------------------------------------------------------------
@@ -225,7 +248,7 @@ def _check_float(fn, argname, a):
     dtype = getattr(a, "dtype", None)
     if dtype is None:
         raise TypeError(f"{fn}: {argname} must be a float32 or float64 array, got {type(a).__name__}")
-    _suffix(fn, argname, dtype)
+    _float_dtype(fn, argname, dtype)
 
 
 def _check_on_gpu(fn, argname, a):
@@ -241,7 +264,7 @@ def _check_shape(fn, argname, a, expected):
 
 
 def _launch(name, dtype, total, arrays, values):
-    """Run ``<name>_<f32|f64>`` with one thread per element of ``total``.
+    """Run ``<name><float|double>`` with one thread per element of ``total``.
 
     ``arrays`` are passed first, then the ints named in ``KERNELS[name].ints``
     looked up in ``values`` (a dict), in that (= the C signature's) order.
