@@ -15,19 +15,62 @@ normalisation as its first layer::
 
 so pixels in [0, 1] go in and logits come out: the convention of
 ``minicnn.explain``, ``minicnn.attacks`` and ``minicnn.synthesize``.
+
+``save_checkpoint`` writes one; every key it writes:
+
+- ``format`` (``"minicnn-checkpoint"``), ``version``, ``model_name``,
+  ``num_classes``, ``classes``;
+- ``model`` (the network's ``state_dict``: parameters and batchnorm
+  buffers), ``optimizer``, ``scheduler`` (their ``state_dict``);
+- ``epoch`` (epochs fully done), ``step`` (batches done in the next epoch;
+  0 at an epoch boundary), ``partial_epoch`` (JSON: the running loss and
+  accuracy sums of that epoch), ``history`` (JSON: one row per epoch),
+  ``best_acc``, ``config`` (JSON: the run's settings);
+- ``norm_mean``, ``norm_std``: the training images' per-channel statistics.
 """
+import json
 import os
 from collections import OrderedDict
 
+import numpy as np
+
 from .errors import CheckpointError
 from .models import MODELS, get_model
-from .serialization import load
+from .serialization import load, save
 
 CHECKPOINT_FORMAT = "minicnn-checkpoint"
 CHECKPOINT_VERSION = 1
 
-__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "CheckpointError", "load_checkpoint",
-           "model_from_checkpoint", "load_model"]
+__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "CheckpointError", "save_checkpoint", "load_checkpoint",
+           "model_from_checkpoint", "load_model", "describe_mismatch"]
+
+
+def save_checkpoint(path, *, model_name, classes, model, optimizer, scheduler, norm, epoch, step=0,
+                    config=None, history=(), best_acc=-1.0, partial_epoch=None):
+    """Write a training checkpoint (see the module docstring) atomically with ``minicnn.save``.
+
+    ``model``, ``optimizer`` and ``scheduler`` are the objects themselves
+    (their ``state_dict`` is saved); ``norm`` is ``(mean, std)``; ``config``
+    a dict of the run's settings.
+    """
+    save({
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "model_name": str(model_name),
+        "num_classes": len(classes),
+        "classes": [str(c) for c in classes],
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "epoch": int(epoch),
+        "step": int(step),
+        "config": json.dumps(config or {}),
+        "history": json.dumps(list(history)),
+        "best_acc": float(best_acc),
+        "partial_epoch": json.dumps(partial_epoch or {}),
+        "norm_mean": np.asarray(norm[0], dtype=np.float64),
+        "norm_std": np.asarray(norm[1], dtype=np.float64),
+    }, path)
 
 
 def load_checkpoint(path):
@@ -56,12 +99,38 @@ def model_from_checkpoint(ckpt, path, model_name=None):
     if name not in MODELS:
         raise CheckpointError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
     model = get_model(name, num_classes=int(ckpt.get("num_classes", 10)))
-    try:
-        model.load_state_dict(ckpt["model"])
-    except (KeyError, ValueError, RuntimeError) as e:
+    state = ckpt.get("model")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} is not a minicnn checkpoint (no model weights in it)")
+    mismatch = describe_mismatch(model.state_dict(), state)
+    if mismatch:
         raise CheckpointError(
-            f"{path} holds a {ckpt['model_name']} checkpoint, which does not fit model {name}: {e}") from None
+            f"{path} holds a {ckpt['model_name']} checkpoint, which does not fit model {name}: {mismatch}. "
+            f"Load it into the architecture it was trained with ({ckpt['model_name']}; in the CLI, "
+            f"leave out --model).")
+    try:
+        model.load_state_dict(state)
+    except (KeyError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: its weights cannot be loaded ({e})") from None
     return model
+
+
+def describe_mismatch(expected, state):
+    """The first difference between a model's ``state_dict`` (``expected``) and a saved ``state``, or None.
+
+    Names the first mismatched key and both shapes, e.g. ``"'fc.weight' has
+    shape (10, 84) in the checkpoint but (10, 256) in the model"``.
+    """
+    for key, value in expected.items():
+        if key not in state:
+            return f"the model's '{key}' {tuple(np.shape(value))} is not in the checkpoint"
+        if tuple(np.shape(state[key])) != tuple(np.shape(value)):
+            return (f"'{key}' has shape {tuple(np.shape(state[key]))} in the checkpoint but "
+                    f"{tuple(np.shape(value))} in the model")
+    for key, value in state.items():
+        if key not in expected:
+            return f"the checkpoint's '{key}' {tuple(np.shape(value))} is not in the model"
+    return None
 
 
 def load_model(path, device="cpu"):

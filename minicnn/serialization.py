@@ -42,6 +42,8 @@ from .backend import to_device
 __all__ = ["save", "load", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
+_ZIP_MAGIC = b"PK\x03\x04"          # how an .npz (a zip file) begins
+_NPY_MAGIC = b"\x93NUMPY"            # how a single .npy array begins
 _STRUCTURE = "__minicnn_structure__"
 _VERSION = "__minicnn_format__"
 
@@ -179,12 +181,23 @@ def load(path):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"load: no such checkpoint file: {path!r}")
+    if os.path.isdir(path):
+        raise ValueError(f"load: {path!r} is a directory, not a checkpoint file")
+    with open(path, "rb") as f:
+        head = f.read(len(_NPY_MAGIC))
+    if head.startswith(_NPY_MAGIC):
+        raise ValueError(f"load: {path!r} is not a minicnn checkpoint (a single .npy array, not an .npz)")
+    if not head.startswith(_ZIP_MAGIC):
+        # Checked here, so that NumPy never gets to suggest loading the file with pickle.
+        raise ValueError(f"load: {path!r} is not a minicnn checkpoint (not an .npz file: it starts with "
+                         f"{head[:4]!r})")
     try:
         npz = np.load(path, allow_pickle=False)
     except Exception as e:
-        raise ValueError(f"load: {path!r} is not a minicnn checkpoint (not a readable .npz file: {e})") from e
+        raise ValueError(f"load: {path!r} is not a minicnn checkpoint (a damaged .npz file: "
+                         f"{type(e).__name__})") from None
     if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise ValueError(f"load: {path!r} is not a minicnn checkpoint (a single .npy array, not an .npz)")
+        raise ValueError(f"load: {path!r} is not a minicnn checkpoint (not an .npz file)")
     with npz:
         if _STRUCTURE not in npz.files or _VERSION not in npz.files:
             raise ValueError(f"load: {path!r} is not a minicnn checkpoint (no {_STRUCTURE} entry); "
@@ -204,9 +217,9 @@ def load(path):
                                  f"'{_where(where)}' is missing")
             try:
                 return npz[name]
-            except ValueError as e:  # numpy refuses object arrays without pickle
-                raise ValueError(f"load: refusing entry {name!r} of {path!r}: it would need pickle "
-                                 f"(allow_pickle=False): {e}") from e
+            except ValueError:  # numpy refuses object arrays without pickle
+                raise ValueError(f"load: refusing entry {name!r} of {path!r}: it holds Python objects, "
+                                 f"which would need pickle, and minicnn never unpickles a file") from None
             except (zipfile.BadZipFile, OSError, EOFError) as e:
                 raise ValueError(f"load: corrupt checkpoint {path!r}: cannot read entry {name!r}: {e}") from e
 

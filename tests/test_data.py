@@ -169,6 +169,53 @@ def test_safe_unpickle_refuses_builtins():
         cifar_mod.safe_unpickle(blob)
 
 
+def test_cifar_reads_batches_resaved_by_python3_with_protocol_2(tmp_path, cifar_files):
+    """Python 3's protocol 2 writes bytes as ``_codecs.encode(str, 'latin1')``: that call is admitted."""
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for name, obj in cifar_files.items():
+        with open(folder / name, "wb") as f:
+            pickle.dump(obj, f, protocol=2)
+    assert b"_codecs" in (folder / "test_batch").read_bytes()     # the case under test
+    for train in (True, False):
+        ds = CIFAR10(tmp_path, train=train)
+        x, y = expected(cifar_files, train)
+        np.testing.assert_array_equal(ds.images, x)
+        np.testing.assert_array_equal(ds.labels, y)
+    assert CIFAR10(tmp_path, train=False).classes == CIFAR_NAMES
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_safe_unpickle_still_refuses_os_system(tmp_path, protocol):
+    evil = _Evil()
+    evil.marker = tmp_path / "pwned"
+    blob = pickle.dumps({b"data": np.zeros((1, 3072), np.uint8), b"x": evil}, protocol=protocol)
+    with pytest.raises(DatasetError, match=r"refusing to unpickle the global '(posix|os|nt)\.system'"):
+        cifar_mod.safe_unpickle(blob)
+    assert not evil.marker.exists()
+
+
+class _Encode:
+    """Pickles as ``_codecs.encode(<args>)``: any call of that global other than (str, 'latin1')."""
+
+    def __init__(self, *args):
+        self.args = args
+
+    def __reduce__(self):
+        import _codecs
+        return (_codecs.encode, self.args)
+
+
+@pytest.mark.parametrize("args", [("abc", "utf-8"), ("abc", "rot13"), (b"abc", "latin1"),
+                                  ("abc", "latin1", "strict"), ("abc",)])
+def test_safe_unpickle_admits_only_the_latin1_encode_call(args):
+    ok = pickle.dumps({b"v": _Encode("abc", "latin1")}, protocol=2)
+    assert cifar_mod.safe_unpickle(ok) == {b"v": b"abc"}
+    blob = pickle.dumps({b"v": _Encode(*args)}, protocol=2)
+    with pytest.raises(DatasetError):
+        cifar_mod.safe_unpickle(blob)
+
+
 def test_cifar_missing_everything_says_how_to_fix(tmp_path):
     with pytest.raises(DatasetError, match="download=True") as info:
         CIFAR10(tmp_path)

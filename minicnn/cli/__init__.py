@@ -18,13 +18,20 @@ from .._version import __version__
 from ..errors import TrainingError
 from .common import CLIError
 
+EXAMPLES = """\
+examples:
+  minicnn train                                  # simple_cnn on CIFAR-10, minutes on a CPU
+  minicnn eval --checkpoint runs/simple_cnn/best.npz
+  minicnn COMMAND --help                         # each command's options, defaults and examples"""
+
 # The verbs, in the order ``minicnn --help`` lists them: (verb module in this package).
 VERB_MODULES = ("train", "gradcheck")
 
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="minicnn", description="minicnn: a readable CNN framework on NumPy (CPU) and CuPy (GPU)")
+        prog="minicnn", description="minicnn: a readable CNN framework on NumPy (CPU) and CuPy (GPU)",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"minicnn {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in VERB_MODULES:

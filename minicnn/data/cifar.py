@@ -15,7 +15,9 @@ a list of ints.
 Pickle can run any Python function while loading, so a plain
 ``pickle.load`` of a downloaded file is a code-execution hole. The
 ``_SafeUnpickler`` here refuses every global except the three that
-rebuilding a NumPy array needs; anything else (``os.system``, ...) raises a
+rebuilding a NumPy array needs, and ``_codecs.encode`` restricted to the one
+call by which Python 3 writes bytes into a protocol-2 pickle (``str`` to
+latin-1 bytes); anything else (``os.system``, ...) raises a
 ``DatasetError`` naming the refused global.
 """
 import hashlib
@@ -56,12 +58,26 @@ def _numpy_reconstruct():
     return _reconstruct
 
 
+def _latin1_encode(text, encoding):
+    """What ``_codecs.encode`` may do here: turn a str back into the bytes it spells, in latin-1, nothing else.
+
+    Python 3 writes ``bytes`` into a protocol-2 pickle as the call
+    ``_codecs.encode(<str>, 'latin1')`` (pickle's ``save_bytes``), so a
+    CIFAR-10 batch re-saved by Python 3 carries its arrays' bytes that way.
+    """
+    if type(text) is not str or encoding != "latin1":
+        raise DatasetError(f"refusing the call _codecs.encode({type(text).__name__}, {encoding!r}): only "
+                           f"_codecs.encode(str, 'latin1'), which rebuilds bytes, is allowed")
+    return text.encode("latin1")
+
+
 # (module, name) -> the object it may resolve to. Nothing else is importable.
 _ALLOWED_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
     ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
     ("numpy", "ndarray"): lambda: np.ndarray,
     ("numpy", "dtype"): lambda: np.dtype,
+    ("_codecs", "encode"): lambda: _latin1_encode,     # bytes in a protocol-2 pickle written by Python 3
 }
 
 

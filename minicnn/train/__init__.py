@@ -1,0 +1,36 @@
+"""Training on CIFAR-10: the loop behind ``minicnn train`` and ``minicnn eval``, one lesson per module.
+
+- ``loop``: ``fit(model, loader, optimizer, loss_fn, epochs, scheduler)``, the
+  training loop itself (forward, loss, zero_grad, backward, step). Read it first.
+- ``config``: ``TrainConfig``, each model's default recipe, the optimizer and
+  the learning-rate schedule it builds.
+- ``datasets``: finding CIFAR-10 on disk (``resolve_data``, ``load_datasets``).
+- ``evaluation``: loss, accuracy and confusion matrix on held-out images;
+  ``evaluate_checkpoint`` (``minicnn eval``).
+- ``reports``: metrics.csv, the learning curves, the confusion matrix.
+- ``trainer``: ``Trainer``, one run of ``minicnn train``: ``fit`` once per
+  epoch, with checkpoints, resuming, progress, Ctrl-C/SIGTERM and time caps.
+
+Checkpoint files themselves (writing, reading, ``load_model``) are
+``minicnn.checkpoint``.
+"""
+from ..checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_checkpoint, model_from_checkpoint,
+                          save_checkpoint)
+from ..errors import CheckpointError, TrainingError
+from .config import (ADVERSARIAL_METHODS, DEFAULT_MODEL, TrainConfig, build_optimizer, build_scheduler,
+                     complete_config, defaults_for, param_groups)
+from .datasets import DEFAULT_DATA_PLACES, how_to_get_data, load_datasets, resolve_data
+from .evaluation import evaluate, evaluate_checkpoint
+from .loop import fit
+from .reports import format_report, plot_confusion, plot_curves, write_metrics
+from .trainer import (ESTIMATE_AFTER_STEPS, RUN_DEFINING, Trainer, check_out_folder, estimate_message,
+                      format_duration)
+
+__all__ = [
+    "fit", "TrainConfig", "Trainer", "TrainingError", "CheckpointError", "DEFAULT_MODEL", "ADVERSARIAL_METHODS",
+    "defaults_for", "complete_config", "param_groups", "build_optimizer", "build_scheduler",
+    "DEFAULT_DATA_PLACES", "resolve_data", "load_datasets", "how_to_get_data",
+    "evaluate", "evaluate_checkpoint", "format_report", "plot_curves", "plot_confusion", "write_metrics",
+    "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "save_checkpoint", "load_checkpoint", "model_from_checkpoint",
+    "RUN_DEFINING", "ESTIMATE_AFTER_STEPS", "check_out_folder", "format_duration", "estimate_message",
+]
