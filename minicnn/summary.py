@@ -33,11 +33,11 @@ in that order, indented by depth, with:
   a custom module's ``forward``: the count is the GEMM work of the network.
 - **receptive field** (size) and **jump** (distance in input pixels between
   two neighbouring units of the output), theoretical (padding included, so
-  the size can exceed the image): through a convolution or pooling layer
-  r_out = r_in + d(k - 1) * j_in and j_out = j_in * s; element-wise layers
-  keep both; after a flatten or a linear layer every unit sees the whole
-  input (jump "-"). A residual block gets the receptive field of its
-  longest path (its last layer's).
+  the size can exceed the image), from ``minicnn.explain.layer_geometry``:
+  through a convolution or pooling layer r_out = r_in + d(k - 1) * j_in and
+  j_out = j_in * s; element-wise layers keep both; ``Flatten`` and global
+  pooling give one unit that sees the whole last map; a residual block gets
+  its larger path. "-" where the geometry is unknown (e.g. ConvTranspose2d).
 
 Totals: parameters (trainable, frozen), buffers, MACs, and the **activation
 memory of a training step** at ``batch_size``: the input plus every distinct
@@ -117,13 +117,12 @@ class ModelSummary:
     (training step at ``batch_size``), ``param_bytes``, ``output_shape``.
     """
 
-    def __init__(self, rows, input_shape, batch_size, dtype, totals, output_shape, rf_source):
+    def __init__(self, rows, input_shape, batch_size, dtype, totals, output_shape):
         self.rows = rows
         self.input_shape = tuple(input_shape)
         self.batch_size = batch_size
         self.dtype = np.dtype(dtype)
         self.output_shape = output_shape
-        self.rf_source = rf_source
         for k, v in totals.items():
             setattr(self, k, v)
 
@@ -244,43 +243,6 @@ def _macs(module, in_shape, out_shape):
     return 0
 
 
-# ------------------------------------------------------- receptive field (fallback walker)
-class _RF:
-    """Receptive field of one tensor's units: size (rh, rw), jump (jh, jw) or None, its map's (H, W) or None."""
-
-    __slots__ = ("size", "jump", "hw")
-
-    def __init__(self, size, jump, hw):
-        self.size, self.jump, self.hw = size, jump, hw
-
-
-def _rf_after(module, rf, in_shape, out_shape):
-    """The receptive field of ``module``'s output units, given its input's (see the module docstring)."""
-    geo = _geometry(module)
-    out_hw = tuple(out_shape[2:]) if out_shape is not None and len(out_shape) == 4 else None
-    if rf.jump is None:                                   # already sees the whole input
-        return _RF(rf.size, None, out_hw)
-    if geo is not None:
-        k, s, _, d = geo
-        return _RF(tuple(r + dd * (kk - 1) * j for r, kk, dd, j in zip(rf.size, k, d, rf.jump)),
-                   tuple(j * ss for j, ss in zip(rf.jump, s)), out_hw)
-    if isinstance(module, nn.ConvTranspose2d):            # approximate: ceil(k_eff / s) inputs per output
-        k, s, d = module.kernel_size, module.stride, module.dilation
-        size = tuple(r + (-(-(dd * (kk - 1) + 1) // ss) - 1) * j
-                     for r, kk, ss, dd, j in zip(rf.size, k, s, d, rf.jump))
-        return _RF(size, tuple(j / ss for j, ss in zip(rf.jump, s)), out_hw)
-    if isinstance(module, nn.AdaptiveAvgPool2d) and rf.hw is not None and out_hw is not None:
-        k = tuple(-(-h // o) for h, o in zip(rf.hw, out_hw))          # largest bin
-        s = tuple(max(h // o, 1) for h, o in zip(rf.hw, out_hw))
-        return _RF(tuple(r + (kk - 1) * j for r, kk, j in zip(rf.size, k, rf.jump)),
-                   tuple(j * ss for j, ss in zip(rf.jump, s)), out_hw)
-    if isinstance(module, nn.Flatten) or (isinstance(module, nn.Linear) and rf.hw is not None
-                                          and in_shape is not None and len(in_shape) != 4):
-        hw = rf.hw or (1, 1)
-        return _RF(tuple(r + (h - 1) * j for r, h, j in zip(rf.size, hw, rf.jump)), None, None)
-    return _RF(rf.size, rf.jump, out_hw if out_hw is not None else rf.hw)
-
-
 # --------------------------------------------------------------------------- the walk
 def _shape_of(x):
     if isinstance(x, (tuple, list)) and x:
@@ -340,9 +302,7 @@ def summary(model, input_shape=(1, 3, 32, 32), batch_size=None, device="cpu"):
         rows.append(row)
         by_id[id(mod)] = row
 
-    rf_of = {}            # id(tensor) -> _RF of its units
     kept = {}             # id(tensor) -> tensor: every distinct module output (kept alive so ids stay unique)
-    state = {"last": _RF((1, 1), (1, 1), tuple(shape[2:4]) if len(shape) == 4 else None)}
 
     def wrap(name, mod, forward):
         row = by_id[id(mod)]
@@ -352,7 +312,6 @@ def summary(model, input_shape=(1, 3, 32, 32), batch_size=None, device="cpu"):
             in_shape = _shape_of(x)
             if in_shape is not None:
                 _check_geometry(name, mod, in_shape)
-            rf_in = rf_of.get(id(x), state["last"])
             try:
                 out = forward(*args, **kwargs)
             except SummaryError:
@@ -365,19 +324,9 @@ def summary(model, input_shape=(1, 3, 32, 32), batch_size=None, device="cpu"):
             if row.calls == 1:
                 row.input_shape, row.output_shape = in_shape, out_shape
             row.macs += _macs(mod, in_shape, out_shape)
-            if row.is_leaf:
-                rf = _rf_after(mod, rf_in, in_shape, out_shape)
-            else:
-                rf = state["last"]       # a container: its last layer's units (the longest path)
             t = _first_tensor(out)
             if isinstance(t, Tensor):
-                rf_of[id(t)] = rf
                 kept.setdefault(id(t), t)
-            state["last"] = rf
-            if row.calls == 1:
-                row.rf = tuple(int(v) for v in rf.size)
-                row.jump = None if rf.jump is None else tuple(v if not float(v).is_integer() else int(v)
-                                                              for v in rf.jump)
             return out
 
         return run
@@ -387,7 +336,6 @@ def summary(model, input_shape=(1, 3, 32, 32), batch_size=None, device="cpu"):
             object.__setattr__(mod, "forward", wrap(name or type(mod).__name__, mod, mod.forward))
     from .backend import to_device
     x = Tensor(to_device(np.zeros(shape, dtype=dtype), device))
-    rf_of[id(x)] = state["last"]
     with no_grad():
         try:
             out = net(x)
@@ -396,6 +344,7 @@ def summary(model, input_shape=(1, 3, 32, 32), batch_size=None, device="cpu"):
         except Exception as e:
             raise SummaryError(f"the model failed on input shape {shape}: {type(e).__name__}: {e}") from None
 
+    _receptive_fields(model, shape, rows)
     n = shape[0]
     out_elems = int(np.prod(shape)) + sum(int(t.size) for tid, t in kept.items() if tid != id(x))
     params = list(model.parameters())
@@ -409,4 +358,18 @@ def summary(model, input_shape=(1, 3, 32, 32), batch_size=None, device="cpu"):
         else int(out_elems / n * batch_size * dtype.itemsize),
         param_bytes=int(sum(p.size * p.dtype.itemsize for p in params)),
     )
-    return ModelSummary(rows, shape, int(batch_size), dtype, totals, _shape_of(out), "summary")
+    return ModelSummary(rows, shape, int(batch_size), dtype, totals, _shape_of(out))
+
+
+def _receptive_fields(model, shape, rows):
+    """Fill ``row.rf`` and ``row.jump`` from ``minicnn.explain.layer_geometry`` (the shared walker)."""
+    if len(shape) != 4:
+        return
+    from .explain.receptive_field import layer_geometry
+
+    geometry = layer_geometry(model, shape)
+    for row in rows:
+        g = geometry.get(row.name)
+        if g is not None:
+            row.rf = tuple(g.size)
+            row.jump = tuple(g.jump)
