@@ -10,21 +10,59 @@ in float64. A random G (never just ``sum(y)``) matters: with G = 1 a
 batchnorm whose backward forgets the mean term still passes, because the
 sum of a normalised output does not depend on x at all.
 
+An element passes when
+
+    |analytic - numeric| <= atol + rtol * |numeric|
+
+and the report shows, for every checked tensor, the element closest to
+failing: the largest ratio |analytic - numeric| / (atol + rtol * |numeric|)
+(a ratio <= 1 passes). A large *relative* error at a value near zero is
+fine when the absolute error is within ``atol``; the report says so.
+
+Modules: ``gradcheck(module, [x])`` checks the inputs AND every parameter
+that requires a gradient (by name: ``weight``, ``0.bias``), in float64. For
+the duration of the check the module's parameters and buffers hold float64
+CPU copies; afterwards (also when the check raises) everything is put back
+exactly: arrays, dtypes, ``.grad``, ``requires_grad``, buffers (batchnorm
+statistics), train/eval mode and attributes. The module is checked in the
+mode it is in (batchnorm in train mode uses the batch statistics).
+
+Kinks (ReLU at 0, a max-pool tie): when an element fails, L is also
+evaluated at x +- 2 eps, and the one-sided derivatives
+
+    left  = (3 L(x) - 4 L(x - eps) + L(x - 2 eps)) / (2 eps)
+    right = (-3 L(x) + 4 L(x + eps) - L(x + 2 eps)) / (2 eps)
+
+are compared (Chainer's ``detect_nondifferentiable`` idea). If they
+disagree, the step crosses a non-differentiable point: central differences
+mean nothing there, and the element is reported as a "non-differentiable
+point", not as a failure of the backward, provided the analytic value lies
+between the two one-sided derivatives (one of them, or a subgradient in
+between). Outside that range it still fails.
+
+Randomness: the global NumPy random state is replayed before every
+evaluation (so a dropout layer draws the same mask each time) and put back
+afterwards.
+
 Usage (homework)::
 
-    report = minicnn.gradcheck(lambda x, w: F.conv2d(x, w, padding=1),
-                               [x64, w64])
-    print(report)            # per input: max abs / rel error, worst index
+    report = minicnn.gradcheck(lambda x, w: F.conv2d(x, w, padding=1), [x, w])
+    report = minicnn.gradcheck(MyOp.apply, [x])
+    report = minicnn.gradcheck(nn.Conv2d(3, 4, 3), [x])      # x and weight, bias
+    report = minicnn.gradcheck(big_layer, [x], sample=50)     # 50 random elements each
+    print(report)
     assert report.passed
-
-An element passes when |analytic - numeric| <= atol + rtol * |numeric|.
 """
+import contextlib
+import math
+
 import numpy as np
 
-from .autograd import Tensor, no_grad
+from .autograd import Function, Tensor, enable_grad, no_grad
 from .backend import to_device
 
-__all__ = ["numerical_grad", "gradcheck", "GradcheckReport", "InputReport"]
+__all__ = ["numerical_grad", "gradcheck", "GradcheckReport", "CheckReport", "InputReport",
+           "GradcheckError", "module_in_float64"]
 
 
 def _as_list(out):
@@ -36,7 +74,7 @@ def _weighted_sum(outputs, grads):
     total = 0.0
     for y, g in zip(outputs, grads):
         y = y.data if isinstance(y, Tensor) else y
-        total += float((to_device(y, "cpu").astype(np.float64) * g).sum())
+        total += float((to_device(np.asarray(y) if np.isscalar(y) else y, "cpu").astype(np.float64) * g).sum())
     return total
 
 
@@ -56,6 +94,7 @@ def numerical_grad(f, x, eps=1e-6, grad_output=None):
     data = x.data if isinstance(x, Tensor) else x
     if data.dtype != np.float64:
         raise TypeError(f"numerical_grad: x must be float64 for accurate differences, got {data.dtype}")
+    _check_eps(eps, "numerical_grad")
     grads = None if grad_output is None else _as_list(grad_output)
 
     def loss():
@@ -63,70 +102,205 @@ def numerical_grad(f, x, eps=1e-6, grad_output=None):
         g = grads or [np.ones(np.shape(o.data if isinstance(o, Tensor) else o)) for o in outs]
         return _weighted_sum(outs, g)
 
-    out = np.zeros(data.shape, dtype=np.float64)
     flat = data.reshape(-1)  # a view: writes go into x
-    if flat.base is None and data.size:
+    if data.size and not np.shares_memory(flat, data):
         raise ValueError("numerical_grad: x must be contiguous so it can be perturbed in place")
     with no_grad():
-        for i in range(flat.size):
-            orig = flat[i].item()
-            flat[i] = orig + eps
-            plus = loss()
-            flat[i] = orig - eps
-            minus = loss()
+        plus, minus = _perturbed_losses(loss, flat, np.arange(flat.size), eps, 1)
+    return ((plus - minus) / (2 * eps)).reshape(data.shape)
+
+
+def _perturbed_losses(loss, flat, indices, eps, k):
+    """L(x + k eps e_i) and L(x - k eps e_i) for each flat index i (x is perturbed in place, then restored)."""
+    plus, minus = np.empty(len(indices)), np.empty(len(indices))
+    for j, i in enumerate(indices):
+        orig = flat[i].item()
+        try:
+            flat[i] = orig + k * eps
+            plus[j] = loss()
+            flat[i] = orig - k * eps
+            minus[j] = loss()
+        finally:
             flat[i] = orig
-            out.reshape(-1)[i] = (plus - minus) / (2 * eps)
-    return out
+    return plus, minus
 
 
-class InputReport:
-    """Result for one input: errors, the worst element, and whether all passed."""
+def _check_eps(eps, fn):
+    if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating, np.integer)) \
+            or not math.isfinite(eps) or eps <= 0:
+        raise ValueError(f"{fn}: eps (the finite-difference step) must be a positive number, got {eps!r}")
 
-    def __init__(self, index, shape, analytic, numeric, atol, rtol, note=""):
-        self.index, self.shape, self.note = index, shape, note
-        self.analytic, self.numeric = analytic, numeric
-        diff = np.abs(analytic - numeric)
-        self.max_abs_err = float(diff.max()) if diff.size else 0.0
-        scale = np.maximum(np.abs(analytic), np.abs(numeric))
+
+# --------------------------------------------------------------------------
+# Reports
+# --------------------------------------------------------------------------
+def _idx(flat_index, shape):
+    return tuple(int(i) for i in np.unravel_index(int(flat_index), shape)) if shape else ()
+
+
+class CheckReport:
+    """The result for one checked tensor (an input, or a module's parameter).
+
+    Attributes:
+        name: ``'input 0'``, ``'input 1'``, ... or the parameter's dotted name (``'0.weight'``).
+        kind: ``'input'`` or ``'parameter'``; ``index``: the input's position (None for a parameter).
+        shape, analytic (float64 array), numeric (float64 array; NaN where not sampled).
+        n_checked / n_elements, sampled (True when only some elements were checked).
+        max_abs_err, max_rel_err (over the counted elements) and where the latter is (``rel_index``).
+        worst_index, worst_analytic, worst_numeric, worst_ratio: the element closest to
+            failing, ratio = |analytic - numeric| / (atol + rtol |numeric|) (<= 1 passes).
+        n_failed: elements out of tolerance (non-differentiable points excluded).
+        kinks: list of dicts (index, left, right, analytic, accepted) for the elements where
+            the step crosses a non-differentiable point.
+        passed, note.
+    """
+
+    def __init__(self, name, kind, index, shape, analytic, numeric, checked, atol, rtol,
+                 kinks=(), note="", seed=0):
+        self.name, self.kind, self.index, self.shape = name, kind, index, tuple(shape)
+        self.analytic, self.numeric, self.note, self.seed = analytic, numeric, note, seed
+        self.atol, self.rtol = atol, rtol
+        self.n_elements, self.n_checked = int(np.prod(self.shape, dtype=np.int64)), len(checked)
+        self.sampled = self.n_checked < self.n_elements
+        self.kinks = list(kinks)
+        skipped = {k["flat"] for k in self.kinks if k["accepted"]}
+        counted = np.asarray(checked, dtype=np.int64)
+        counted = counted[~np.isin(counted, list(skipped))]
+        a, n = analytic.reshape(-1)[counted], numeric.reshape(-1)[counted]
+        diff = np.abs(a - n)
+        tol = atol + rtol * np.abs(n)
+        ratio = np.where(tol > 0, diff / np.where(tol > 0, tol, 1), np.where(diff > 0, np.inf, 0.0))
+        scale = np.maximum(np.abs(a), np.abs(n))
         rel = np.where(scale > 0, diff / np.where(scale > 0, scale, 1), 0.0)
-        self.max_rel_err = float(rel.max()) if rel.size else 0.0
-        bad = diff - (atol + rtol * np.abs(numeric))
+        self.n_failed = int((diff > tol).sum()) + sum(not k["accepted"] for k in self.kinks)
         if diff.size:
-            flat_worst = int(np.argmax(bad))
-            self.worst_index = tuple(int(i) for i in np.unravel_index(flat_worst, diff.shape))
-            self.worst_analytic = float(analytic.reshape(-1)[flat_worst])
-            self.worst_numeric = float(numeric.reshape(-1)[flat_worst])
+            w, r = int(np.argmax(ratio)), int(np.argmax(rel))
+            self.worst_index = _idx(counted[w], self.shape)
+            self.worst_analytic, self.worst_numeric = float(a[w]), float(n[w])
+            self.worst_abs_err, self.worst_ratio, self.worst_tol = float(diff[w]), float(ratio[w]), float(tol[w])
+            self.max_abs_err, self.max_rel_err = float(diff.max()), float(rel[r])
+            self.rel_index, self.rel_numeric, self.rel_abs_err = _idx(counted[r], self.shape), float(n[r]), float(diff[r])
+            self.rel_ok = bool(diff[r] <= tol[r])
         else:
-            self.worst_index, self.worst_analytic, self.worst_numeric = (), 0.0, 0.0
-        self.n_failed = int((bad > 0).sum())
+            self.worst_index, self.worst_analytic, self.worst_numeric = None, 0.0, 0.0
+            self.worst_abs_err = self.worst_ratio = self.worst_tol = 0.0
+            self.max_abs_err = self.max_rel_err = 0.0
+            self.rel_index, self.rel_numeric, self.rel_abs_err, self.rel_ok = None, 0.0, 0.0, True
         self.passed = self.n_failed == 0 and not note.startswith("FAIL")
+
+    @property
+    def label(self):
+        return f"input {self.index}" if self.kind == "input" else f"parameter {self.name}"
 
     def __repr__(self):
         status = "ok  " if self.passed else "FAIL"
-        line = (f"  [{status}] input {self.index} {self.shape}: max abs err {self.max_abs_err:.3e}, "
-                f"max rel err {self.max_rel_err:.3e}, worst at {self.worst_index} "
-                f"(analytic {self.worst_analytic:.6g}, numeric {self.worst_numeric:.6g})")
-        if self.n_failed:
-            line += f", {self.n_failed} element(s) out of tolerance"
+        what = (f"sampled {self.n_checked} of {self.n_elements} elements (seed {self.seed})" if self.sampled
+                else f"{self.n_checked} elements")
+        n_kinks = sum(k["accepted"] for k in self.kinks)
+        head = f"  [{status}] {self.label} {self.shape}: {what}, "
+        head += (f"{self.n_failed} out of tolerance" if self.n_failed else "all within tolerance")
+        if n_kinks:
+            head += f", {n_kinks} at a non-differentiable point (not counted)"
+        lines = [head]
+        pad = "         "
+        if self.worst_index is not None:
+            which = "furthest out of tolerance" if self.worst_ratio > 1 else "closest to failing"
+            w = (f"{pad}worst at {self.worst_index} ({which}): analytic {self.worst_analytic:.6g}, "
+                 f"numeric {self.worst_numeric:.6g}, |diff| {self.worst_abs_err:.2e} = "
+                 f"{self.worst_ratio:.2g}x its tolerance {self.worst_tol:.1e}")
+            if self.worst_ratio > 1 and self.worst_numeric != 0:
+                w += f" (analytic/numeric = {self.worst_analytic / self.worst_numeric:.3g})"
+            lines.append(w)
+            lines.append(pad + self._rel_text())
+        for k in self.kinks[:3]:
+            verdict = ("between them: not counted as a failure of the backward" if k["accepted"] else
+                       "NOT between them: counted as a failure")
+            lines.append(f"{pad}non-differentiable point at index {k['index']}: the step eps crosses a kink "
+                         f"(left derivative {k['left']:.6g}, right derivative {k['right']:.6g}); "
+                         f"analytic {k['analytic']:.6g} is {verdict}")
+        if len(self.kinks) > 3:
+            lines.append(f"{pad}... and {len(self.kinks) - 3} more non-differentiable point(s)")
         if self.note:
-            line += f"\n         {self.note}"
-        return line
+            lines.append(pad + self.note)
+        return "\n".join(lines)
+
+    def _rel_text(self):
+        text = f"max abs err {self.max_abs_err:.2e}, max rel err {self.max_rel_err:.1e}"
+        if self.max_rel_err <= max(self.rtol, 1e-6):
+            return text
+        text += f" at {self.rel_index}, where |numeric| is {abs(self.rel_numeric):.1e}: "
+        if not self.rel_ok:
+            return text + "out of tolerance"
+        within = (f"within atol={self.atol:g}" if self.rel_abs_err <= self.atol else
+                  f"within atol + rtol*|numeric| = {self.atol + self.rtol * abs(self.rel_numeric):.1e}")
+        return text + (f"|diff| {self.rel_abs_err:.1e} is {within}, fine "
+                       f"(near zero a relative error means little: the tolerance is what counts)")
+
+
+InputReport = CheckReport   # the older name
 
 
 class GradcheckReport:
-    """What ``gradcheck`` found: ``passed`` and one ``InputReport`` per checked input."""
+    """What ``gradcheck`` found.
 
-    def __init__(self, name, inputs, eps, atol, rtol):
-        self.name, self.inputs, self.eps, self.atol, self.rtol = name, inputs, eps, atol, rtol
-        self.passed = all(r.passed for r in inputs)
+    ``passed`` (also ``bool(report)``); ``inputs`` (a ``CheckReport`` per checked
+    input), ``parameters`` (one per checked parameter of a Module), ``checks``
+    (both), ``report['weight']`` / ``report[0]`` (a parameter by name, an input
+    by position), ``not_checked`` (frozen parameters' names). Prints readably.
+    """
+
+    def __init__(self, name, checks, eps, atol, rtol, not_checked=(), module=False, seed=0):
+        self.name, self.checks, self.eps, self.atol, self.rtol = name, list(checks), eps, atol, rtol
+        self.inputs = [c for c in self.checks if c.kind == "input"]
+        self.parameters = [c for c in self.checks if c.kind == "parameter"]
+        self.not_checked, self.module, self.seed = list(not_checked), module, seed
+        self.passed = all(c.passed for c in self.checks)
+
+    @property
+    def sampled(self):
+        return any(c.sampled for c in self.checks)
+
+    @property
+    def kinks(self):
+        """(name, index) of every non-differentiable point met (accepted or not)."""
+        return [(c.name, k["index"]) for c in self.checks for k in c.kinks]
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            for c in self.checks:
+                if c.name == key:
+                    return c
+            raise KeyError(f"gradcheck report: nothing called {key!r} was checked; "
+                           f"checked: {', '.join(c.name for c in self.checks)}")
+        for c in self.inputs:
+            if c.index == key:
+                return c
+        raise KeyError(f"gradcheck report: input {key!r} was not checked")
 
     def __bool__(self):
         return self.passed
 
     def __repr__(self):
-        head = (f"gradcheck {self.name}: {'PASSED' if self.passed else 'FAILED'} "
-                f"(eps={self.eps:g}, pass if |analytic - numeric| <= {self.atol:g} + {self.rtol:g}*|numeric|)")
-        return "\n".join([head] + [repr(r) for r in self.inputs])
+        lines = [f"gradcheck {self.name}: {'PASSED' if self.passed else 'FAILED'}"]
+        where = "copies of the inputs"
+        if self.module:
+            where += " and of the module's parameters and buffers; your module is left unchanged"
+        lines.append(f"  checked in float64 ({where}): "
+                     + ", ".join(f"{c.label} {c.shape}" for c in self.checks))
+        if self.not_checked:
+            lines.append("  not checked (requires_grad=False): " + ", ".join(self.not_checked))
+        lines.append(f"  an element passes when |analytic - numeric| <= atol + rtol*|numeric| with atol={self.atol:g}, "
+                     f"rtol={self.rtol:g}; numeric = central difference with eps={self.eps:g}, "
+                     f"random upstream gradient (seed {self.seed})")
+        lines += [repr(c) for c in self.checks]
+        n_kinks = sum(k["accepted"] for c in self.checks for k in c.kinks)
+        if self.passed and n_kinks:
+            lines.append(f"  PASSED: every other element is within tolerance; {n_kinks} element(s) sit within "
+                         f"2*eps of a non-differentiable point, where central differences cannot check a "
+                         f"gradient (not a failure; draw inputs away from kinks to check them too)")
+        if any(c.sampled for c in self.checks):
+            lines.append("  sampled: only some elements were checked (sample=...); use sample=None for all")
+        return "\n".join(lines)
 
     __str__ = __repr__
 
@@ -139,65 +313,241 @@ class GradcheckError(AssertionError):
         self.report = report
 
 
-def gradcheck(fn, inputs, eps=1e-6, atol=1e-6, rtol=1e-4, raise_on_fail=False, seed=0, name=None):
-    """Check ``fn``'s backward against central differences in float64.
+# --------------------------------------------------------------------------
+# Checking a Module in float64 without changing it
+# --------------------------------------------------------------------------
+_REGISTRIES = ("_parameters", "_buffers", "_modules", "_forward_hooks")
+_TENSOR_SLOTS = ("data", "grad", "requires_grad", "_ctx", "_out_index", "_retain")
 
-    Args:
-        fn: function of Tensors returning a Tensor (or a tuple of Tensors).
-        inputs: list of Tensors / arrays. Tensors with ``requires_grad=True``
-            are checked (all floating inputs if none has it). Inputs are
-            converted to float64 copies; the originals are not touched.
-        eps, atol, rtol: step and tolerances (see the module docstring).
-        raise_on_fail: raise ``GradcheckError`` (with the report) on failure.
-        seed: seed of the random upstream gradient.
 
-    Returns:
-        ``GradcheckReport`` (truthy when passed; prints readably).
+@contextlib.contextmanager
+def module_in_float64(module):
+    """Inside the block, every floating parameter and buffer of ``module`` holds a float64 CPU copy.
+
+    Integer buffers hold CPU copies too, and ``.grad`` starts at None. On
+    exit, also after an exception, everything is put back exactly: each
+    Tensor's array, ``.grad`` and ``requires_grad``; each module's registries
+    (parameters, buffers, children, hooks), mode and plain attributes.
+    Yields the module.
     """
-    if not isinstance(inputs, (list, tuple)):
-        inputs = [inputs]
+    mods = list(module.modules())
+    saved_mods = [(m, dict(m.__dict__), {r: dict(m.__dict__[r]) for r in _REGISTRIES if r in m.__dict__})
+                  for m in mods]
+    tensors, seen = [], set()
+    for m in mods:
+        for reg in ("_parameters", "_buffers"):
+            for t in m.__dict__[reg].values():
+                if t is not None and id(t) not in seen:
+                    seen.add(id(t))
+                    tensors.append(t)
+    saved_tensors = [(t, [getattr(t, s) for s in _TENSOR_SLOTS]) for t in tensors]
+    try:
+        for t in tensors:
+            arr = to_device(t.data, "cpu")
+            t.data = np.array(arr, dtype=np.float64 if arr.dtype.kind == "f" else arr.dtype, copy=True, order="C")
+            t.grad = None
+        yield module
+    finally:
+        for t, values in saved_tensors:
+            for s, v in zip(_TENSOR_SLOTS, values):
+                setattr(t, s, v)
+        for m, attrs, registries in saved_mods:
+            d = m.__dict__
+            for k in [k for k in d if k not in attrs]:
+                del d[k]
+            d.update(attrs)
+            for r, contents in registries.items():
+                d[r].clear()
+                d[r].update(contents)
+
+
+@contextlib.contextmanager
+def _replayed_random_state():
+    """``replay()`` puts NumPy's global random state back to what it was on entry; so does exit."""
+    state = np.random.get_state()
+    try:
+        yield lambda: np.random.set_state(state)
+    finally:
+        np.random.set_state(state)
+
+
+# --------------------------------------------------------------------------
+# gradcheck
+# --------------------------------------------------------------------------
+def _name_of(fn):
+    from .nn import Module
+
+    if isinstance(fn, Module):
+        return type(fn).__name__
+    owner = getattr(fn, "__self__", None)      # MyOp.apply: a classmethod bound to the class
+    if isinstance(owner, type) and issubclass(owner, Function):
+        return owner.__name__
+    return getattr(fn, "__name__", type(fn).__name__)
+
+
+def _check_settings(eps, atol, rtol, sample):
+    _check_eps(eps, "gradcheck")
+    for name, v in (("atol", atol), ("rtol", rtol)):
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) \
+                or not math.isfinite(v) or v < 0:
+            raise ValueError(f"gradcheck: {name} must be a number >= 0, got {v!r}")
+    if sample is not None and (isinstance(sample, bool) or not isinstance(sample, (int, np.integer)) or sample < 1):
+        raise ValueError(f"gradcheck: sample must be a positive number of elements per tensor "
+                         f"(or None to check all), got {sample!r}")
+
+
+def _float64_inputs(inputs):
+    """float64 CPU copies of the inputs (Tensors) and which of them to check."""
     tensors, check = [], []
     any_flagged = any(isinstance(x, Tensor) and x.requires_grad for x in inputs)
     for x in inputs:
         if isinstance(x, Tensor):
-            arr, wants = x.numpy(), x.requires_grad
+            arr, wants = x.numpy(), x.requires_grad or not any_flagged
+        elif x is None:
+            tensors.append(None)
+            check.append(False)
+            continue
         else:
-            arr, wants = to_device(x, "cpu") if hasattr(x, "shape") else np.asarray(x), not any_flagged
+            arr, wants = (to_device(x, "cpu") if hasattr(x, "shape") else np.asarray(x)), not any_flagged
         floating = arr.dtype.kind == "f"
         arr = np.array(arr, dtype=np.float64 if floating else arr.dtype, copy=True, order="C")
-        t = Tensor(arr, requires_grad=floating and wants)
-        tensors.append(t)
+        tensors.append(Tensor(arr, requires_grad=floating and wants))
         check.append(floating and wants)
-    if not any(check):
-        raise ValueError("gradcheck: no floating input to check (give float arrays or Tensors with requires_grad=True)")
+    return tensors, check
 
-    outs = _as_list(fn(*tensors))
+
+def _parameters_to_check(module, params):
+    """(name, Parameter) pairs to check and the names of frozen ones left out."""
+    named = list(module.named_parameters())
+    if params is False:
+        return [], []
+    if params is None or params is True:
+        return ([(n, p) for n, p in named if p.requires_grad], [n for n, p in named if not p.requires_grad])
+    wanted = [params] if isinstance(params, str) else list(params)
+    known = dict(named)
+    for n in wanted:
+        if n not in known:
+            raise ValueError(f"gradcheck: params names {n!r}, which {type(module).__name__} does not have; "
+                             f"its parameters: {', '.join(known) or '(none)'}")
+        if not known[n].requires_grad:
+            raise ValueError(f"gradcheck: parameter {n!r} has requires_grad=False, so it has no gradient to check")
+    return [(n, known[n]) for n in wanted], []
+
+
+def gradcheck(fn, inputs, eps=1e-6, atol=1e-6, rtol=1e-4, raise_on_fail=False, seed=0, name=None,
+              sample=None, params=None, detect_kinks=True):
+    """Check ``fn``'s backward against central differences in float64.
+
+    Args:
+        fn: a function of Tensors returning a Tensor (or a tuple of Tensors),
+            ``MyOp.apply`` (or the Function class itself), or a ``Module``.
+        inputs: list of Tensors / arrays. Tensors with ``requires_grad=True``
+            are checked (all floating inputs if none has it). Inputs are
+            converted to float64 copies; the originals are not touched.
+        eps, atol, rtol: step and tolerances: an element passes when
+            |analytic - numeric| <= atol + rtol * |numeric|.
+        raise_on_fail: raise ``GradcheckError`` (with the report) on failure.
+        seed: seed of the random upstream gradient (and of the sampled elements).
+        name: the name printed in the report (default: the Function's class,
+            the Module's class, or the function's name).
+        sample: check only this many random elements per input and
+            parameter (seeded); None checks them all.
+        params: for a Module, which parameters to check: None (every one that
+            requires a gradient), a list of names, or False (inputs only).
+        detect_kinks: when an element fails, look for a non-differentiable
+            point within the step (see the module docstring).
+
+    Returns:
+        ``GradcheckReport`` (truthy when passed; prints readably).
+    """
+    from .nn import Module
+
+    _check_settings(eps, atol, rtol, sample)
+    if isinstance(fn, type) and issubclass(fn, Function):
+        fn = fn.apply
+    if isinstance(fn, type) and issubclass(fn, Module):
+        raise TypeError(f"gradcheck: give a {fn.__name__} instance (e.g. {fn.__name__}(...)), not the class")
+    if not callable(fn):
+        raise TypeError(f"gradcheck: fn must be a function, Function.apply or Module, got {type(fn).__name__}")
+    if not isinstance(inputs, (list, tuple)):
+        inputs = [inputs]
+    name = name or _name_of(fn)
+    is_module = isinstance(fn, Module)
+    tensors, check = _float64_inputs(inputs)
+    context = module_in_float64(fn) if is_module else contextlib.nullcontext()
+    with context, _replayed_random_state() as replay:
+        named_params, frozen = _parameters_to_check(fn, params) if is_module else ([], [])
+        targets = [(f"input {i}", "input", i, t) for i, (t, c) in enumerate(zip(tensors, check)) if c]
+        targets += [(n, "parameter", None, p) for n, p in named_params]
+        if not targets:
+            raise ValueError("gradcheck: no floating input to check (give float arrays or Tensors with "
+                             "requires_grad=True)" + (", and no parameter requires a gradient" if is_module else ""))
+        for _, _, _, t in targets:
+            t.grad = None
+        checks = _run_checks(fn, tensors, targets, replay, eps, atol, rtol, seed, sample, detect_kinks)
+    report = GradcheckReport(name, checks, eps, atol, rtol, frozen, is_module, seed)
+    if raise_on_fail and not report.passed:
+        raise GradcheckError(report)
+    return report
+
+
+def _run_checks(fn, tensors, targets, replay, eps, atol, rtol, seed, sample, detect_kinks):
+    """Analytic gradients by one backward pass, then central differences per target."""
+    replay()
+    with enable_grad():
+        outs = _as_list(fn(*tensors))
     rng = np.random.default_rng(seed)
-    upstream = [rng.standard_normal(o.shape) for o in outs]
+    upstream = [rng.standard_normal(np.shape(o.data if isinstance(o, Tensor) else o)) for o in outs]
     # Analytic: backward of L = sum_k sum(G_k * y_k).
     for o, g in zip(outs, upstream):
-        if o.requires_grad:
+        if isinstance(o, Tensor) and o.requires_grad:
             o.backward(g, retain_graph=True)
+    del outs
 
+    def loss():
+        replay()
+        return _weighted_sum(_as_list(fn(*tensors)), upstream)
+
+    base = []       # L(x) at the unperturbed point, computed once when a kink check needs it
     reports = []
-    for i, (t, wants) in enumerate(zip(tensors, check)):
-        if not wants:
-            continue
+    for label, kind, index, t in targets:
         note = ""
         analytic = t.grad
         if analytic is None:
             analytic = np.zeros(t.shape)
-            note = "backward gave no gradient for this input (treated as zeros)"
+            note = "backward gave no gradient for this one (treated as zeros)"
         elif analytic.dtype != np.float64:
             note = f"FAIL: the gradient has dtype {analytic.dtype}, expected float64 like the input"
-        analytic = to_device(analytic, "cpu").astype(np.float64)
-
-        def f_i(_x, i=i):
-            return fn(*tensors)
-
-        numeric = numerical_grad(f_i, t.data, eps=eps, grad_output=upstream)
-        reports.append(InputReport(i, tuple(t.shape), analytic, numeric, atol, rtol, note))
-    report = GradcheckReport(name or getattr(fn, "__name__", "fn"), reports, eps, atol, rtol)
-    if raise_on_fail and not report.passed:
-        raise GradcheckError(report)
-    return report
+        analytic = np.asarray(to_device(analytic, "cpu"), dtype=np.float64).reshape(t.shape)
+        flat = t.data.reshape(-1)
+        n = flat.size
+        if sample is not None and sample < n:
+            checked = np.sort(rng.choice(n, size=int(sample), replace=False))
+        else:
+            checked = np.arange(n)
+        with no_grad():
+            plus, minus = _perturbed_losses(loss, flat, checked, eps, 1)
+        numeric = np.full(n, np.nan)
+        numeric[checked] = (plus - minus) / (2 * eps)
+        a = analytic.reshape(-1)
+        kinks = []
+        if detect_kinks:
+            bad = np.abs(a[checked] - numeric[checked]) > atol + rtol * np.abs(numeric[checked])
+            for j in np.flatnonzero(bad):
+                i = int(checked[j])
+                with no_grad():
+                    if not base:
+                        base.append(loss())
+                    plus2, minus2 = _perturbed_losses(loss, flat, [i], eps, 2)
+                l0 = base[0]
+                left = (3 * l0 - 4 * minus[j] + minus2[0]) / (2 * eps)
+                right = (-3 * l0 + 4 * plus[j] - plus2[0]) / (2 * eps)
+                tol = atol + rtol * max(abs(left), abs(right))
+                if abs(left - right) <= tol:
+                    continue          # smooth here: a genuine mismatch
+                lo, hi = min(left, right) - tol, max(left, right) + tol
+                kinks.append({"index": _idx(i, t.shape), "flat": i, "left": float(left), "right": float(right),
+                              "analytic": float(a[i]), "accepted": bool(lo <= a[i] <= hi)})
+        reports.append(CheckReport(label, kind, index, t.shape, analytic, numeric.reshape(t.shape), checked,
+                                   atol, rtol, kinks, note, seed))
+    return reports
