@@ -241,3 +241,170 @@ def test_gradcheck_command_on_a_homework_layer(tmp_path, capsys):
     assert main(["gradcheck", "--layer", f"{hw}:Scale", "--shapes", "2x3", "--args", "3"]) == 0
     out = capsys.readouterr().out
     assert "Scale.w" in out and "2 passed, 0 failed" in out
+
+
+# ------------------------------------------------------------------ the loop, the split, new options
+def test_fit_is_the_hand_written_loop(rng):
+    """``fit`` takes exactly the steps of forward, loss, zero_grad, backward, step, scheduler.step."""
+    import minicnn
+    from minicnn import nn, optim
+    from minicnn import functional as F
+    from minicnn.train import fit
+
+    x = rng.standard_normal((12, 5)).astype(np.float32)
+    y = rng.integers(0, 3, 12)
+    batches = [(minicnn.tensor(x[i:i + 4]), minicnn.tensor(y[i:i + 4])) for i in range(0, 12, 4)]
+
+    def make():
+        nn.init.manual_seed(3)
+        model = nn.Linear(5, 3)
+        opt = optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+        return model, opt, optim.StepLR(opt, step_size=2, gamma=0.5)
+
+    model, opt, sched = make()
+    losses = fit(model, batches, opt, epochs=2, scheduler=sched)
+    ref, ref_opt, ref_sched = make()
+    ref_losses = []
+    for _ in range(2):
+        total = 0.0
+        for images, labels in batches:
+            loss = F.cross_entropy(ref(images), labels)
+            ref_opt.zero_grad()
+            loss.backward()
+            ref_opt.step()
+            ref_sched.step()
+            total += loss.item() * 4
+        ref_losses.append(total / 12)
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-6)
+    for (k, a), b in zip(model.state_dict().items(), ref.state_dict().values()):
+        np.testing.assert_array_equal(a, b, err_msg=k)
+    assert losses[1] < losses[0]
+
+    calls = []
+    model, opt, _ = make()
+    out = fit(model, batches, opt, epochs=3, on_step=lambda logits, labels, loss: calls.append(loss) or len(calls) == 2)
+    assert len(calls) == 2 and len(out) == 1            # on_step returning True stops after that step
+
+
+def test_trainer_trains_through_fit_and_applies_process_settings(tiny_cifar, tmp_path, monkeypatch):
+    import minicnn.speed
+    import minicnn.train.trainer as trainer_mod
+
+    fits, settings = [], []
+    real_fit = trainer_mod.fit
+    monkeypatch.setattr(trainer_mod, "fit", lambda *a, **k: fits.append(k["epochs"]) or real_fit(*a, **k))
+    monkeypatch.setattr(minicnn.speed, "apply_process_settings", lambda: settings.append(1) or {})
+    t = Trainer(_cfg(tiny_cifar, tmp_path / "fit", epochs=2), log=lambda *_: None)
+    assert settings                                      # before any work, in __init__
+    assert t.run() is not None
+    assert fits == [1, 1]                                # one fit call per epoch
+
+
+def test_default_model_is_quick_and_resnets_keep_the_paper_recipe():
+    from minicnn.train import DEFAULT_MODEL, complete_config
+
+    cfg = complete_config(TrainConfig())
+    assert cfg.model == DEFAULT_MODEL == "simple_cnn" and cfg.epochs <= 15 and cfg.schedule == "onecycle"
+    paper = complete_config(TrainConfig(model="resnet20"))
+    assert (paper.epochs, paper.lr, paper.schedule) == (182, 0.1, "step")
+
+
+def test_time_estimate_says_hours_and_how_to_stop():
+    from minicnn.train import estimate_message, format_duration
+
+    assert format_duration(8) == "8 s" and format_duration(75) == "1 min 15 s"
+    assert format_duration(5 * 3600 + 12 * 60 + 10) == "5 h 12 min" and format_duration(2 * 86400 + 3600) == "2 d 1 h"
+    line = estimate_message(0.3, 62_400, 182, hint="for a run of minutes on the CPU, use --model simple_cnn")
+    assert line.startswith("estimated 5 h 12 min for 182 epochs")
+    assert "long run" in line and "--max-minutes" in line and "--resume" in line and "simple_cnn" in line
+    short = estimate_message(0.01, 500, 15)
+    assert short.startswith("estimated 5 s for 15 epochs") and "long run" not in short
+    assert "rest of the 15 epochs" in estimate_message(0.01, 500, 15, resumed=True)
+
+
+def test_max_minutes_stops_checkpoints_and_tests(tiny_cifar, tmp_path):
+    out = tmp_path / "capped"
+    lines = []
+    t = Trainer(_cfg(tiny_cifar, out, epochs=50, max_minutes=1e-9), log=lines.append)
+    acc = t.run()
+    assert acc is not None and 0.0 <= acc <= 1.0 and t.stop_reason == "max-minutes"
+    ckpt = load(str(out / "last.npz"))
+    assert (ckpt["epoch"], ckpt["step"]) == (0, 1)        # stopped after the first step
+    assert (out / "test.json").is_file() and (out / "confusion.png").is_file()
+    assert any("--max-minutes" in line and "--resume" in line for line in lines)
+    # ... and the run continues from there.
+    resumed = Trainer(_cfg(tiny_cifar, out, epochs=50, max_minutes=1e-9, resume=True), log=lambda *_: None)
+    resumed.run()
+    assert (load(str(out / "last.npz"))["epoch"], load(str(out / "last.npz"))["step"]) == (0, 2)
+
+
+def test_diverged_first_epoch_says_no_checkpoint_and_leaves_no_folder(tiny_cifar, tmp_path):
+    out = tmp_path / "new" / "deeper" / "run"
+    with pytest.raises(TrainingError) as info:
+        Trainer(_cfg(tiny_cifar, out, lr=1e30), log=lambda *_: None).run()
+    assert "no checkpoint was written yet" in str(info.value) and "last good" not in str(info.value)
+    assert not (tmp_path / "new").exists()
+
+
+def test_out_is_checked_before_any_work(tiny_cifar, tmp_path, monkeypatch):
+    import minicnn.train.trainer as trainer_mod
+
+    monkeypatch.setattr(trainer_mod, "load_datasets", lambda *a, **k: pytest.fail("decoded data before --out"))
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(TrainingError, match="--out .*afile is a file"):
+        Trainer(_cfg(tiny_cifar, tmp_path / "afile"))
+    with pytest.raises(TrainingError, match=r"--out .*afile.*run: cannot create it, .*afile is a file"):
+        Trainer(_cfg(tiny_cifar, tmp_path / "afile" / "run"))
+    if os.geteuid() != 0:                                  # root may write anywhere
+        ro = tmp_path / "readonly"
+        ro.mkdir()
+        ro.chmod(0o500)
+        try:
+            with pytest.raises(TrainingError, match="not writable"):
+                Trainer(_cfg(tiny_cifar, ro))
+            with pytest.raises(TrainingError, match="not writable"):
+                Trainer(_cfg(tiny_cifar, ro / "run"))
+        finally:
+            ro.chmod(0o700)
+
+
+def _fake_attack(calls):
+    def adversarial_examples(model01, images01, labels, method, eps, steps, seed):
+        x = images01.data if hasattr(images01, "data") else images01
+        calls.append(dict(model=model01, lo=float(x.min()), hi=float(x.max()), method=method, eps=eps,
+                          steps=steps, seed=seed, training=model01.training))
+        return np.clip(x + eps * np.sign(np.random.default_rng(seed).standard_normal(x.shape)), 0, 1).astype(x.dtype)
+    return adversarial_examples
+
+
+def test_adversarial_training_feeds_pixels_to_a_normalising_model(tiny_cifar, tmp_path, monkeypatch):
+    import minicnn
+    import minicnn.attacks
+
+    calls = []
+    monkeypatch.setattr(minicnn.attacks, "adversarial_examples", _fake_attack(calls))
+    out = tmp_path / "adv"
+    t = Trainer(_cfg(tiny_cifar, out, epochs=1, model="simple_cnn", adversarial="pgd", adv_eps=4 / 255,
+                     adv_steps=3), log=lambda *_: None)
+    assert t.run() is not None
+    assert len(calls) == len(t.train_loader)
+    c = calls[0]
+    assert c["method"] == "pgd" and c["eps"] == 4 / 255 and c["steps"] == 3
+    assert 0.0 <= c["lo"] and c["hi"] <= 1.0                       # [0, 1] pixels, not normalised ones
+    assert list(dict(c["model"].named_children())) == ["normalize", "net"] and c["model"].net is t.model
+    assert len({call["seed"] for call in calls}) == len(calls)     # a seed per step
+    ckpt = load(str(out / "last.npz"))
+    assert set(ckpt["model"]) == set(t.model.state_dict())         # the plain network's keys: compatible
+    assert minicnn.load_model(str(out / "last.npz")).classes == CLASSES
+    with pytest.raises(TrainingError, match=r"--adversarial none \(checkpoint: pgd\)"):
+        Trainer(_cfg(tiny_cifar, out, epochs=1, model="simple_cnn", resume=True), log=lambda *_: None)
+
+
+def test_adversarial_training_end_to_end(tiny_cifar, tmp_path):
+    pytest.importorskip("minicnn.attacks")
+    out = tmp_path / "adv_real"
+    t = Trainer(_cfg(tiny_cifar, out, epochs=1, model="simple_cnn", adversarial="fgsm"), log=lambda *_: None)
+    assert t.run() is not None and np.isfinite(t.history[0]["train_loss"])
+    import minicnn
+    model = minicnn.load_model(str(out / "last.npz"))
+    assert model(minicnn.tensor(np.zeros((1, 3, 32, 32), np.float32))).shape == (1, 10)

@@ -23,7 +23,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if "default" in text or action.default is None or action.default is False \
+        if "(default" in text or action.default is None or action.default is False \
                 or action.default == argparse.SUPPRESS \
                 or not action.option_strings or action.nargs == 0:
             return text

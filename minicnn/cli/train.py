@@ -57,7 +57,7 @@ def add_parser(sub):
     t.add_argument("--label-smoothing", type=number, default=0.0, help="label smoothing in [0, 1]")
     aug = t.add_mutually_exclusive_group()
     aug.add_argument("--augment", dest="augment", action="store_true", default=True,
-                     help="random 4-pixel-padded crops and horizontal flips (the default)")
+                     help="random 4-pixel-padded crops and horizontal flips (default: on)")
     aug.add_argument("--no-augment", dest="augment", action="store_false", help="no augmentation")
     t.add_argument("--val-split", type=integer, default=5000,
                    help="training images held out for validation (0: none)")
