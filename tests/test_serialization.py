@@ -218,3 +218,28 @@ def test_module_and_optimizer_checkpoint(tmp_path):
     for (k, a), b in zip(model.state_dict().items(), model2.state_dict().values()):
         np.testing.assert_array_equal(a, b, err_msg=k)
     assert ckpt["optimizer"]["param_groups"][0]["betas"] == (0.9, 0.999)
+
+
+@pytest.mark.parametrize("content", [b"these are my notes\n", b"", b"\x80\x04K\x01.",     # text, empty, a pickle
+                                     b"PK\x03\x04 truncated zip"])
+def test_foreign_files_are_not_checkpoints_and_pickle_is_never_suggested(tmp_path, content):
+    p = tmp_path / "notes.npz"
+    p.write_bytes(content)
+    with pytest.raises(ValueError, match="is not a minicnn checkpoint") as info:
+        load(p)
+    assert "pickle" not in str(info.value)               # NumPy's advice to unpickle is not relayed
+    with pytest.raises(ValueError, match="is a directory"):
+        load(tmp_path)
+
+
+def test_object_array_message_does_not_advise_unpickling(tmp_path):
+    p = tmp_path / "evil.npz"
+    save({"w": np.ones(2)}, p)
+    with np.load(p) as z:
+        entries = {k: z[k] for k in z.files}
+    entries["w"] = np.array([{"payload": 1}, None], dtype=object)
+    np.savez(p, allow_pickle=True, **entries)
+    with pytest.raises(ValueError) as info:
+        load(p)
+    assert "never unpickles" in str(info.value) and "allow_pickle=" not in str(info.value)
+    assert "pickle.load" not in str(info.value)

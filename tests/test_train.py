@@ -408,3 +408,19 @@ def test_adversarial_training_end_to_end(tiny_cifar, tmp_path):
     import minicnn
     model = minicnn.load_model(str(out / "last.npz"))
     assert model(minicnn.tensor(np.zeros((1, 3, 32, 32), np.float32))).shape == (1, 10)
+
+
+def test_the_training_page_shows_fit_as_it_is():
+    """docs/04-training.md prints fit's code: it must be the code that runs."""
+    import inspect
+    import pathlib
+
+    from minicnn.train import fit
+
+    page = (pathlib.Path(__file__).parent.parent / "docs" / "04-training.md").read_text()
+    shown = page.split("```py\n", 1)[1].split("```", 1)[0]
+    source = inspect.getsource(fit)
+    code = [line for line in source.splitlines() if line.strip()]
+    body = code[code.index(next(line for line in code if line.strip() == "losses = []")):]
+    assert shown.splitlines()[0] == code[0]
+    assert [line for line in shown.splitlines()[1:] if line.strip()] == body
