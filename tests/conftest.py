@@ -3,7 +3,13 @@
 ``xp`` parameterises a test over the available array backends: NumPy
 always, CuPy when a GPU is present (otherwise that case is skipped cleanly).
 ``torch`` is the PyTorch module, or the test is skipped when it is missing.
+
+``MINICNN_REQUIRE_GPU=1`` (set by ``bench/gpu_checks.sh`` on a GPU machine)
+turns every skipped test marked ``gpu`` into a failure that gives the skip's
+reason, so a GPU run cannot pass with its GPU cases quietly skipped.
 """
+import os
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
@@ -28,6 +34,17 @@ def _backends():
 def xp(request):
     """The array module under test (numpy, or cupy when a GPU is present)."""
     return request.param
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if (report.skipped and os.environ.get("MINICNN_REQUIRE_GPU") == "1"
+            and item.get_closest_marker("gpu") is not None and not hasattr(report, "wasxfail")):
+        reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"MINICNN_REQUIRE_GPU=1, but this GPU test was skipped: {reason}"
 
 
 @pytest.fixture
