@@ -158,3 +158,23 @@ def test_without_a_compiler_the_reason_is_clear(monkeypatch):
     assert kernel_shim.find_compiler() is None
     with pytest.raises(kernel_shim.CompilerMissing, match="no C\\+\\+ compiler found"):
         _module(FILL + "// unbuilt\n", "fill<float>").get_function("fill<float>")
+
+
+@pytest.mark.skipif(cuda.backend.cupy_or_none() is not None, reason="a GPU is present: its tests do not skip")
+def test_require_gpu_turns_a_skipped_gpu_test_into_a_failure():
+    """bench/gpu_checks.sh sets MINICNN_REQUIRE_GPU=1 so that no GPU case can pass by skipping."""
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    test = "tests/test_kernels.py::test_kernel_modules_are_loaded_once"
+    env = dict(os.environ, MINICNN_REQUIRE_GPU="1")
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test],
+                         cwd=repo, env=env, capture_output=True, text=True)
+    assert run.returncode != 0
+    assert "MINICNN_REQUIRE_GPU=1, but this GPU test was skipped" in run.stdout
+    assert "1 passed" in run.stdout                      # the cpu-shim case still runs and passes
+    env.pop("MINICNN_REQUIRE_GPU")
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test],
+                         cwd=repo, env=env, capture_output=True, text=True)
+    assert run.returncode == 0 and "1 skipped" in run.stdout
