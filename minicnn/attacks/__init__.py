@@ -11,7 +11,22 @@ also when an attack raises.
 
 - ``fgsm``, ``pgd``, ``adversarial_examples`` (gradient_attacks): Goodfellow's
   fast gradient sign, Madry's projected gradient descent (L-inf and L2).
+- ``deepfool`` (deepfool): the minimal-L2 attack of Moosavi-Dezfooli et al.
+- ``minimal_perturbation`` (minimal): Szegedy et al.'s box-constrained L-BFGS.
+- ``one_pixel`` (one_pixel): Su et al.'s differential evolution.
+- ``universal_perturbation`` (universal): one perturbation for many images.
+- ``fooling_image`` (fooling): noise the model calls a class at 99%.
+- ``evaluate`` (evaluate): clean and robust accuracy, success rate, norms.
+- ``minicnn.attacks.plot``: the figures (imported on its own; needs matplotlib).
 """
 from .gradient_attacks import adversarial_examples, fgsm, pgd
+from .deepfool import deepfool
+from .minimal import minimal_perturbation
+from .one_pixel import one_pixel
+from .universal import UniversalResult, fooling_rate, universal_perturbation
+from .fooling import fooling_image
+from .evaluate import ATTACKS, AttackReport, evaluate
 
-__all__ = ["fgsm", "pgd", "adversarial_examples"]
+__all__ = ["fgsm", "pgd", "adversarial_examples", "deepfool", "minimal_perturbation", "one_pixel",
+           "universal_perturbation", "UniversalResult", "fooling_rate", "fooling_image", "evaluate",
+           "AttackReport", "ATTACKS"]
