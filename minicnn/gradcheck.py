@@ -282,11 +282,8 @@ class GradcheckReport:
 
     def __repr__(self):
         lines = [f"gradcheck {self.name}: {'PASSED' if self.passed else 'FAILED'}"]
-        where = "copies of the inputs"
-        if self.module:
-            where += " and of the module's parameters and buffers; your module is left unchanged"
-        lines.append(f"  checked in float64 ({where}): "
-                     + ", ".join(f"{c.label} {c.shape}" for c in self.checks))
+        where = "on copies (your module is left unchanged)" if self.module else "on copies of the inputs"
+        lines.append(f"  checked in float64, {where}: " + ", ".join(f"{c.label} {c.shape}" for c in self.checks))
         if self.not_checked:
             lines.append("  not checked (requires_grad=False): " + ", ".join(self.not_checked))
         lines.append(f"  an element passes when |analytic - numeric| <= atol + rtol*|numeric| with atol={self.atol:g}, "
