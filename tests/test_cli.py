@@ -190,3 +190,13 @@ def test_help_formatter_leaves_out_unknown_defaults():
     assert "(default: None)" not in text and "(default: False)" not in text
     assert positive_int.__name__ == "positive integer"
     assert np.isclose(minicnn.cli.common.number("8/255"), 8 / 255)
+
+
+def test_train_and_eval_apply_the_process_settings_first(monkeypatch, tmp_path, capsys):
+    import minicnn.speed
+
+    calls = []
+    monkeypatch.setattr(minicnn.speed, "apply_process_settings", lambda: calls.append(1) or {})
+    assert main(["eval", "--checkpoint", str(tmp_path / "missing.npz")]) == 2
+    assert main(["train", "--out", str(tmp_path / "x"), "--data", str(tmp_path / "nowhere")]) == 2
+    assert len(calls) >= 2 and "does not exist" in capsys.readouterr().err

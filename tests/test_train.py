@@ -287,13 +287,12 @@ def test_fit_is_the_hand_written_loop(rng):
 
 
 def test_trainer_trains_through_fit_and_applies_process_settings(tiny_cifar, tmp_path, monkeypatch):
-    import minicnn.speed
     import minicnn.train.trainer as trainer_mod
 
     fits, settings = [], []
     real_fit = trainer_mod.fit
     monkeypatch.setattr(trainer_mod, "fit", lambda *a, **k: fits.append(k["epochs"]) or real_fit(*a, **k))
-    monkeypatch.setattr(minicnn.speed, "apply_process_settings", lambda: settings.append(1) or {})
+    monkeypatch.setattr(trainer_mod, "apply_process_settings", lambda: settings.append(1) or {})
     t = Trainer(_cfg(tiny_cifar, tmp_path / "fit", epochs=2), log=lambda *_: None)
     assert settings                                      # before any work, in __init__
     assert t.run() is not None

@@ -93,11 +93,3 @@ def check_device(device):
         raise CLIError("--device gpu: no GPU is available (CuPy with a CUDA device is needed: "
                        "pip install 'minicnn[gpu]'); use --device cpu")
 
-
-def apply_process_settings():
-    """The process settings long jobs need (allocator, BLAS threads): ``minicnn.speed.apply_process_settings``."""
-    try:
-        from ..speed import apply_process_settings as apply
-    except ImportError:      # an older minicnn without the speed module
-        return None
-    return apply()

@@ -1,6 +1,5 @@
 """``minicnn train`` and ``minicnn eval``: training on CIFAR-10 and the test accuracy of a checkpoint."""
-from .common import HelpFormatter, apply_process_settings, check_device, integer, number, positive_int, \
-    positive_number
+from .common import HelpFormatter, check_device, integer, number, positive_int, positive_number
 
 TRAIN_DESCRIPTION = """\
 Train a CNN on CIFAR-10 and report its test accuracy.
@@ -94,9 +93,10 @@ def add_parser(sub):
 
 
 def cmd_train(args):
+    from ..speed import apply_process_settings
     from ..train import TrainConfig, Trainer
 
-    apply_process_settings()
+    apply_process_settings()       # allocator and BLAS threads for a long job (never at import minicnn)
     cfg = TrainConfig(model=args.model, data=args.data, epochs=args.epochs, batch_size=args.batch_size,
                       optimizer=args.optimizer, lr=args.lr, momentum=args.momentum, nesterov=args.nesterov,
                       weight_decay=args.weight_decay, schedule=args.schedule,
@@ -114,6 +114,7 @@ def cmd_train(args):
 
 
 def cmd_eval(args):
+    from ..speed import apply_process_settings
     from ..train import evaluate_checkpoint
 
     apply_process_settings()

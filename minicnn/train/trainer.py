@@ -44,6 +44,7 @@ from ..data import (Compose, DataLoader, Normalize, RandomCrop, RandomHorizontal
 from ..errors import TrainingError
 from ..models import get_model
 from ..nn import init as nn_init
+from ..speed import apply_process_settings
 from .config import TrainConfig, build_optimizer, build_scheduler, complete_config
 from .datasets import load_datasets
 from .evaluation import evaluate
@@ -147,7 +148,7 @@ class Trainer:
     """
 
     def __init__(self, cfg, log=print):
-        _apply_process_settings()
+        apply_process_settings()         # allocator and BLAS threads for a long job (never at import)
         self.cfg = cfg = complete_config(cfg)
         self.log = log
         # Everything that can be refused cheaply is refused before the data is decoded.
@@ -242,6 +243,10 @@ class Trainer:
                  f"{'0.95-0.85 (cycled)' if cfg.schedule == 'onecycle' else cfg.momentum} wd {cfg.weight_decay}, "
                  f"{cfg.schedule} schedule, {cfg.epochs} epochs of {len(self.train_loader)} steps, "
                  f"augment={cfg.augment}")
+        if cfg.device == "cpu" and cfg.model.startswith("resnet") and cfg.epochs >= 50:
+            self.log(f"note: {cfg.epochs} epochs of {cfg.model} take days on a CPU (an estimate follows after "
+                     f"{ESTIMATE_AFTER_STEPS} steps); for a run of minutes use --model simple_cnn, or cap this "
+                     f"one with --max-minutes")
         if cfg.adversarial != "none":
             steps = f", {cfg.adv_steps} steps" if cfg.adversarial == "pgd" else ""
             self.log(f"adversarial training: {cfg.adversarial}, eps {cfg.adv_eps:.4g} (L-inf, [0, 1] pixels){steps}")
@@ -400,7 +405,7 @@ class Trainer:
         which). At the ``max_minutes`` cap training stops the same way, then
         the test set is evaluated and its accuracy returned.
         """
-        _apply_process_settings()
+        apply_process_settings()         # allocator and BLAS threads for a long job (never at import)
         self.stop_reason = None
         self._steps_run, self._timing_start = 0, None
         self._deadline = (time.perf_counter() + 60 * self.cfg.max_minutes
@@ -480,11 +485,3 @@ class Trainer:
                        "classes": self.classes}, f, indent=1)
         return test_acc
 
-
-def _apply_process_settings():
-    """The process settings long jobs need (``minicnn.speed.apply_process_settings``), if available."""
-    try:
-        from ..speed import apply_process_settings
-    except ImportError:
-        return None
-    return apply_process_settings()
