@@ -282,7 +282,11 @@ def test_fit_is_the_hand_written_loop(rng):
 
     calls = []
     model, opt, _ = make()
-    out = fit(model, batches, opt, epochs=3, on_step=lambda logits, labels, loss: calls.append(loss) or len(calls) == 2)
+
+    def on_step(logits, labels, loss):
+        calls.append(loss)
+        return len(calls) == 2
+    out = fit(model, batches, opt, epochs=3, on_step=on_step)
     assert len(calls) == 2 and len(out) == 1            # on_step returning True stops after that step
 
 

@@ -151,6 +151,7 @@ class Trainer:
         apply_process_settings()         # allocator and BLAS threads for a long job (never at import)
         self.cfg = cfg = complete_config(cfg)
         self.log = log
+        self._created = None             # the folders run() creates for --out (removed again if left empty)
         # Everything that can be refused cheaply is refused before the data is decoded.
         check_out_folder(cfg.out)
         self.last_path = os.path.join(cfg.out, "last.npz")
@@ -244,9 +245,9 @@ class Trainer:
                  f"{cfg.schedule} schedule, {cfg.epochs} epochs of {len(self.train_loader)} steps, "
                  f"augment={cfg.augment}")
         if cfg.device == "cpu" and cfg.model.startswith("resnet") and cfg.epochs >= 50:
-            self.log(f"note: {cfg.epochs} epochs of {cfg.model} take days on a CPU (an estimate follows after "
-                     f"{ESTIMATE_AFTER_STEPS} steps); for a run of minutes use --model simple_cnn, or cap this "
-                     f"one with --max-minutes")
+            self.log(f"note: {cfg.epochs} epochs of {cfg.model} take hours to days on a CPU (an estimate "
+                     f"follows after {ESTIMATE_AFTER_STEPS} steps); for a run of minutes use --model simple_cnn, "
+                     f"or cap this one with --max-minutes")
         if cfg.adversarial != "none":
             steps = f", {cfg.adv_steps} steps" if cfg.adversarial == "pgd" else ""
             self.log(f"adversarial training: {cfg.adversarial}, eps {cfg.adv_eps:.4g} (L-inf, [0, 1] pixels){steps}")
@@ -256,7 +257,7 @@ class Trainer:
     # ---- files ------------------------------------------------------------------
     def _make_out(self):
         """Create ``--out`` (and missing parents); remember what was created, to remove it if nothing is written."""
-        if not hasattr(self, "_created"):
+        if self._created is None:
             self._created = []
             path = os.path.abspath(self.cfg.out)
             while not os.path.exists(path):
@@ -266,7 +267,7 @@ class Trainer:
 
     def _remove_empty_out(self):
         """After a failed run: remove the folders this run created if it wrote nothing into them."""
-        for path in getattr(self, "_created", []):      # innermost first
+        for path in self._created or []:                # innermost first
             try:
                 os.rmdir(path)                          # only succeeds on an empty folder
             except OSError:
@@ -466,7 +467,8 @@ class Trainer:
             where = f"epoch {self.epoch + 1}, step {self.step}"
             if self.stop_reason == "max-minutes":
                 self.log(f"\nstopped at the --max-minutes {cfg.max_minutes:g} cap at {where}: saved "
-                         f"{self.last_path} (continue with the same command plus --resume); testing the model as it is")
+                         f"{self.last_path} (continue with the same command plus --resume); "
+                         f"testing the model as it is")
                 return self.test()
             self.log(f"\ninterrupted ({self.stop_reason}) at {where}: saved {self.last_path}; "
                      f"continue with the same command plus --resume")
