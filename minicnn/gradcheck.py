@@ -60,6 +60,7 @@ import numpy as np
 
 from .autograd import Function, Tensor, enable_grad, no_grad
 from .backend import to_device
+from .nn import Module
 
 __all__ = ["numerical_grad", "gradcheck", "GradcheckReport", "CheckReport", "InputReport",
            "GradcheckError", "module_in_float64"]
@@ -74,7 +75,7 @@ def _weighted_sum(outputs, grads):
     total = 0.0
     for y, g in zip(outputs, grads):
         y = y.data if isinstance(y, Tensor) else y
-        total += float((to_device(np.asarray(y) if np.isscalar(y) else y, "cpu").astype(np.float64) * g).sum())
+        total += float((np.asarray(to_device(y, "cpu"), dtype=np.float64) * g).sum())
     return total
 
 
@@ -179,7 +180,8 @@ class CheckReport:
             self.worst_analytic, self.worst_numeric = float(a[w]), float(n[w])
             self.worst_abs_err, self.worst_ratio, self.worst_tol = float(diff[w]), float(ratio[w]), float(tol[w])
             self.max_abs_err, self.max_rel_err = float(diff.max()), float(rel[r])
-            self.rel_index, self.rel_numeric, self.rel_abs_err = _idx(counted[r], self.shape), float(n[r]), float(diff[r])
+            self.rel_index = _idx(counted[r], self.shape)
+            self.rel_numeric, self.rel_abs_err = float(n[r]), float(diff[r])
             self.rel_ok = bool(diff[r] <= tol[r])
         else:
             self.worst_index, self.worst_analytic, self.worst_numeric = None, 0.0, 0.0
@@ -243,15 +245,18 @@ InputReport = CheckReport   # the older name
 class GradcheckReport:
     """What ``gradcheck`` found.
 
-    ``passed`` (also ``bool(report)``); ``inputs`` (a ``CheckReport`` per checked
-    input), ``parameters`` (one per checked parameter of a Module), ``checks``
-    (both), ``report['weight']`` / ``report[0]`` (a parameter by name, an input
-    by position), ``not_checked`` (frozen parameters' names). Prints readably.
+    ``passed`` (also ``bool(report)``); ``checks`` (also called ``inputs``): one
+    ``CheckReport`` per checked tensor, the inputs first, then a Module's
+    parameters; ``parameters``: only the parameters' rows; ``report['weight']``,
+    ``report['input 0']``, ``report[0]``: a row by name, or an input by position;
+    ``not_checked``: frozen parameters' names; ``warnings``: e.g. an output that
+    is not float64. Prints readably.
     """
 
-    def __init__(self, name, checks, eps, atol, rtol, not_checked=(), module=False, seed=0):
+    def __init__(self, name, checks, eps, atol, rtol, not_checked=(), module=False, seed=0, warnings=()):
         self.name, self.checks, self.eps, self.atol, self.rtol = name, list(checks), eps, atol, rtol
-        self.inputs = [c for c in self.checks if c.kind == "input"]
+        self.warnings = list(warnings)
+        self.inputs = self.checks
         self.parameters = [c for c in self.checks if c.kind == "parameter"]
         self.not_checked, self.module, self.seed = list(not_checked), module, seed
         self.passed = all(c.passed for c in self.checks)
@@ -272,8 +277,8 @@ class GradcheckReport:
                     return c
             raise KeyError(f"gradcheck report: nothing called {key!r} was checked; "
                            f"checked: {', '.join(c.name for c in self.checks)}")
-        for c in self.inputs:
-            if c.index == key:
+        for c in self.checks:
+            if c.kind == "input" and c.index == key:
                 return c
         raise KeyError(f"gradcheck report: input {key!r} was not checked")
 
@@ -289,6 +294,7 @@ class GradcheckReport:
         lines.append(f"  an element passes when |analytic - numeric| <= atol + rtol*|numeric| with atol={self.atol:g}, "
                      f"rtol={self.rtol:g}; numeric = central difference with eps={self.eps:g}, "
                      f"random upstream gradient (seed {self.seed})")
+        lines += [f"  warning: {w}" for w in self.warnings]
         lines += [repr(c) for c in self.checks]
         n_kinks = sum(k["accepted"] for c in self.checks for k in c.kinks)
         if self.passed and n_kinks:
@@ -372,8 +378,6 @@ def _replayed_random_state():
 # gradcheck
 # --------------------------------------------------------------------------
 def _name_of(fn):
-    from .nn import Module
-
     if isinstance(fn, Module):
         return type(fn).__name__
     owner = getattr(fn, "__self__", None)      # MyOp.apply: a classmethod bound to the class
@@ -457,8 +461,6 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-6, rtol=1e-4, raise_on_fail=False, s
     Returns:
         ``GradcheckReport`` (truthy when passed; prints readably).
     """
-    from .nn import Module
-
     _check_settings(eps, atol, rtol, sample)
     if isinstance(fn, type) and issubclass(fn, Function):
         fn = fn.apply
@@ -481,18 +483,24 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-6, rtol=1e-4, raise_on_fail=False, s
                              "requires_grad=True)" + (", and no parameter requires a gradient" if is_module else ""))
         for _, _, _, t in targets:
             t.grad = None
-        checks = _run_checks(fn, tensors, targets, replay, eps, atol, rtol, seed, sample, detect_kinks)
-    report = GradcheckReport(name, checks, eps, atol, rtol, frozen, is_module, seed)
+        checks, warnings = _run_checks(fn, tensors, targets, replay, eps, atol, rtol, seed, sample, detect_kinks)
+    report = GradcheckReport(name, checks, eps, atol, rtol, frozen, is_module, seed, warnings)
     if raise_on_fail and not report.passed:
         raise GradcheckError(report)
     return report
 
 
 def _run_checks(fn, tensors, targets, replay, eps, atol, rtol, seed, sample, detect_kinks):
-    """Analytic gradients by one backward pass, then central differences per target."""
+    """Analytic gradients by one backward pass, then central differences per target.
+
+    Returns the rows (``CheckReport``) and warnings (strings) for the report.
+    """
     replay()
     with enable_grad():
         outs = _as_list(fn(*tensors))
+    warnings = [f"output {k} has dtype {o.dtype}, not float64: something in the forward pass casts, so the "
+                f"numeric gradient is only as precise as {o.dtype}" for k, o in enumerate(outs)
+                if isinstance(o, Tensor) and o.dtype.kind == "f" and o.dtype != np.float64]
     rng = np.random.default_rng(seed)
     upstream = [rng.standard_normal(np.shape(o.data if isinstance(o, Tensor) else o)) for o in outs]
     # Analytic: backward of L = sum_k sum(G_k * y_k).
@@ -515,8 +523,8 @@ def _run_checks(fn, tensors, targets, replay, eps, atol, rtol, seed, sample, det
             note = "backward gave no gradient for this one (treated as zeros)"
         elif analytic.dtype != np.float64:
             note = f"FAIL: the gradient has dtype {analytic.dtype}, expected float64 like the input"
-        analytic = np.asarray(to_device(analytic, "cpu"), dtype=np.float64).reshape(t.shape)
-        flat = t.data.reshape(-1)
+        a = np.asarray(to_device(analytic, "cpu"), dtype=np.float64).reshape(-1)
+        flat = t.data.reshape(-1)          # a view: perturbing it perturbs the input / parameter
         n = flat.size
         if sample is not None and sample < n:
             checked = np.sort(rng.choice(n, size=int(sample), replace=False))
@@ -526,25 +534,41 @@ def _run_checks(fn, tensors, targets, replay, eps, atol, rtol, seed, sample, det
             plus, minus = _perturbed_losses(loss, flat, checked, eps, 1)
         numeric = np.full(n, np.nan)
         numeric[checked] = (plus - minus) / (2 * eps)
-        a = analytic.reshape(-1)
+
         kinks = []
-        if detect_kinks:
-            bad = np.abs(a[checked] - numeric[checked]) > atol + rtol * np.abs(numeric[checked])
-            for j in np.flatnonzero(bad):
-                i = int(checked[j])
-                with no_grad():
-                    if not base:
-                        base.append(loss())
-                    plus2, minus2 = _perturbed_losses(loss, flat, [i], eps, 2)
-                l0 = base[0]
-                left = (3 * l0 - 4 * minus[j] + minus2[0]) / (2 * eps)
-                right = (-3 * l0 + 4 * plus[j] - plus2[0]) / (2 * eps)
-                tol = atol + rtol * max(abs(left), abs(right))
-                if abs(left - right) <= tol:
-                    continue          # smooth here: a genuine mismatch
-                lo, hi = min(left, right) - tol, max(left, right) + tol
-                kinks.append({"index": _idx(i, t.shape), "flat": i, "left": float(left), "right": float(right),
-                              "analytic": float(a[i]), "accepted": bool(lo <= a[i] <= hi)})
-        reports.append(CheckReport(label, kind, index, t.shape, analytic, numeric.reshape(t.shape), checked,
-                                   atol, rtol, kinks, note, seed))
-    return reports
+        bad = np.abs(a[checked] - numeric[checked]) > atol + rtol * np.abs(numeric[checked])
+        for j in np.flatnonzero(bad) if detect_kinks else ():
+            i = int(checked[j])
+            with no_grad():
+                if not base:
+                    base.append(loss())
+                plus2, minus2 = _perturbed_losses(loss, flat, [i], eps, 2)
+            kink = _kink(base[0], minus[j], minus2[0], plus[j], plus2[0], eps, a[i], atol, rtol)
+            if kink is not None:
+                kinks.append(dict(kink, index=_idx(i, t.shape), flat=i))
+        reports.append(CheckReport(label, kind, index, t.shape, a.reshape(t.shape), numeric.reshape(t.shape),
+                                   checked, atol, rtol, kinks, note, seed))
+    return reports, warnings
+
+
+def _kink(l0, l_m1, l_m2, l_p1, l_p2, eps, analytic, atol, rtol):
+    """Is there a non-differentiable point within 2 eps of x? None if not, else what was found.
+
+    From L at x, x -+ eps and x -+ 2 eps, the one-sided derivatives (exact
+    for a quadratic on that side):
+
+        left  = (3 L(x) - 4 L(x - eps) + L(x - 2 eps)) / (2 eps)
+        right = (-3 L(x) + 4 L(x + eps) - L(x + 2 eps)) / (2 eps)
+
+    At a smooth point both equal dL/dx (up to O(eps**2)). If they differ by
+    more than the tolerance, the steps cross a kink; the analytic value is
+    then ``accepted`` when it lies between them (the derivative on one side,
+    or a subgradient between the two).
+    """
+    left = (3 * l0 - 4 * l_m1 + l_m2) / (2 * eps)
+    right = (-3 * l0 + 4 * l_p1 - l_p2) / (2 * eps)
+    tol = atol + rtol * max(abs(left), abs(right))
+    if abs(left - right) <= tol:
+        return None                     # smooth here: the mismatch is genuine
+    accepted = min(left, right) - tol <= analytic <= max(left, right) + tol
+    return {"left": float(left), "right": float(right), "analytic": float(analytic), "accepted": bool(accepted)}

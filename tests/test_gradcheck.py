@@ -259,6 +259,8 @@ def test_module_in_float32_with_float64_or_float32_input():
         assert rep.passed, rep
         assert [c.name for c in rep.checks] == ["input 0", "weight", "bias"]
         assert [c.name for c in rep.parameters] == ["weight", "bias"]
+        assert [(c.name, c.kind, c.index) for c in rep.inputs] == [
+            ("input 0", "input", 0), ("weight", "parameter", None), ("bias", "parameter", None)]
         assert rep["weight"].shape == (3, 2, 3, 3) and rep[0].shape == (2, 2, 4, 4)
         text = str(rep)
         assert "parameter weight (3, 2, 3, 3)" in text and "parameter bias (3,)" in text
@@ -580,3 +582,19 @@ def test_any_planted_factor_on_one_parameter_is_caught(n, fin, fout, seed, scale
     rep = gradcheck(layer, [x], seed=seed)
     assert not rep.passed and not rep[which].passed
     assert all(c.passed for c in rep.checks if c.name != which)
+
+
+def test_a_forward_that_casts_to_float32_is_warned_about():
+    x = np.random.default_rng(0).standard_normal((2, 3))
+    rep = gradcheck(lambda t: t.astype(np.float32) * 3.0, [x])
+    assert rep.warnings and "output 0 has dtype float32, not float64" in str(rep)
+    assert not gradcheck(Normalize.apply, [x]).warnings
+
+
+def test_report_lookup_by_name_and_position():
+    rep = gradcheck(MyLinear(3, 2), [np.ones((2, 3))])
+    assert rep["input 0"] is rep[0] is rep.checks[0] and rep["bias"] is rep.parameters[1]
+    with pytest.raises(KeyError, match="checked: input 0, weight, bias"):
+        rep["gamma"]
+    with pytest.raises(KeyError):
+        rep[1]

@@ -63,8 +63,10 @@ def add_parser(sub):
                                    "float64 inputs of the given shapes (a Module's parameters too).")
     g.add_argument("--layer", default=None, metavar="MODULE:NAME",
                    help="your op, e.g. homework.py:MySigmoid or homework:MySigmoid (default: every built-in layer)")
-    g.add_argument("--shapes", default="2x3x6x6", help="comma-separated input shapes, e.g. 2x3x6x6,4x3x3x3 (default: %(default)s)")
-    g.add_argument("--args", default="", help="constructor arguments of a Module, as Python literals, e.g. '3, 4, 3' (default: none)")
+    g.add_argument("--shapes", default="2x3x6x6",
+                   help="comma-separated input shapes, e.g. 2x3x6x6,4x3x3x3 (default: %(default)s)")
+    g.add_argument("--args", default="",
+                   help="constructor arguments of a Module, as Python literals, e.g. '3, 4, 3' (default: none)")
     g.add_argument("--eps", type=step, default=1e-6, help="finite-difference step, > 0 (default: %(default)g)")
     g.add_argument("--atol", type=tolerance, default=1e-6,
                    help="absolute tolerance: an element passes when |analytic - numeric| <= atol + rtol*|numeric| "
@@ -72,7 +74,8 @@ def add_parser(sub):
     g.add_argument("--rtol", type=tolerance, default=1e-4, help="relative tolerance, see --atol (default: %(default)g)")
     g.add_argument("--sample", type=count, default=None, metavar="K",
                    help="check only K random elements per input and parameter (seeded by --seed; default: all of them)")
-    g.add_argument("--seed", type=int, default=0, help="seed of the inputs, the upstream gradient and the sample (default: %(default)s)")
+    g.add_argument("--seed", type=int, default=0,
+                   help="seed of the inputs, the upstream gradient and the sample (default: %(default)s)")
     # `--eps -1e-3` is a (negative) value, not an option: let it reach the check above.
     if hasattr(g, "_negative_number_matcher"):
         g._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
