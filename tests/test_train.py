@@ -427,3 +427,35 @@ def test_the_training_page_shows_fit_as_it_is():
     body = code[code.index(next(line for line in code if line.strip() == "losses = []")):]
     assert shown.splitlines()[0] == code[0]
     assert [line for line in shown.splitlines()[1:] if line.strip()] == body
+
+
+@pytest.mark.parametrize("field, value, option", [
+    ("momentum", -1.0, "--momentum"), ("weight_decay", -0.1, "--weight-decay"), ("seed", -2, "--seed"),
+    ("epochs", 0, "--epochs"), ("lr", 0.0, "--lr"), ("max_minutes", 0, "--max-minutes"),
+    ("adversarial", "cw", "--adversarial"), ("adv_eps", 2.0, "--adv-eps"), ("adv_steps", 0, "--adv-steps"),
+    ("val_split", -1, "--val-split"), ("label_smoothing", 1.5, "--label-smoothing")])
+def test_config_errors_name_the_option_and_the_value(field, value, option):
+    from minicnn.train import complete_config
+
+    with pytest.raises(TrainingError) as info:
+        complete_config(TrainConfig(**{field: value}))
+    msg = str(info.value)
+    assert msg.startswith(option) and (repr(value) in msg or str(value) in msg)
+
+
+def test_sigterm_in_process_saves_like_ctrl_c(tiny_cifar, tmp_path, monkeypatch):
+    out = tmp_path / "term"
+    t = Trainer(_cfg(tiny_cifar, out, epochs=2), log=lambda *_: None)
+    real_step, calls = t.optimizer.step, {"n": 0}
+
+    def step():
+        real_step()
+        calls["n"] += 1
+        if calls["n"] == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+    monkeypatch.setattr(t.optimizer, "step", step)
+    previous = signal.getsignal(signal.SIGTERM)
+    assert t.run() is None and t.stop_reason == "SIGTERM"
+    assert signal.getsignal(signal.SIGTERM) is previous          # the handler is put back
+    ckpt = load(str(out / "last.npz"))
+    assert (ckpt["epoch"], ckpt["step"]) == (0, 2)

@@ -72,9 +72,9 @@ def complete_config(cfg):
     for name in ("epochs", "batch_size", "lr"):
         if not getattr(cfg, name) > 0:
             raise TrainingError(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
-    if cfg.momentum < 0 or cfg.weight_decay < 0 or cfg.seed < 0:
-        raise TrainingError(f"--momentum, --weight-decay and --seed must be >= 0, got "
-                            f"{cfg.momentum}, {cfg.weight_decay}, {cfg.seed}")
+    for name in ("momentum", "weight_decay", "seed"):
+        if not getattr(cfg, name) >= 0:
+            raise TrainingError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(cfg, name)}")
     if cfg.nesterov and cfg.momentum <= 0:
         raise TrainingError("--nesterov needs --momentum > 0")
     if not 0.0 <= cfg.label_smoothing <= 1.0:
