@@ -214,6 +214,9 @@ class CheckReport:
                 w += f" (analytic/numeric = {self.worst_analytic / self.worst_numeric:.3g})"
             lines.append(w)
             lines.append(pad + self._rel_text())
+        elif self.kinks:
+            lines.append(f"{pad}every checked element sits at a non-differentiable point, so none could be "
+                         f"compared with central differences: draw inputs away from the kinks")
         for k in self.kinks[:3]:
             verdict = ("between them: not counted as a failure of the backward" if k["accepted"] else
                        "NOT between them: counted as a failure")

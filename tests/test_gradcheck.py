@@ -598,3 +598,19 @@ def test_report_lookup_by_name_and_position():
         rep["gamma"]
     with pytest.raises(KeyError):
         rep[1]
+
+
+@settings(max_examples=15)
+@given(seed=st.integers(0, 10_000), offsets=st.lists(st.sampled_from([0.0, 1e-7, -1e-7, 6e-7, -6e-7, 1.5e-6, -1.5e-6]),
+                                                     min_size=1, max_size=4))
+def test_kinks_anywhere_within_the_step_never_fail_a_correct_relu_nor_hide_a_wrong_one(seed, offsets):
+    rng = np.random.default_rng(seed)
+    x = relu_apart(rng, (3, 5))
+    x[0, 0] = 0.7                                       # at least one smooth positive element
+    spots = rng.choice(np.arange(1, 15), size=len(offsets), replace=False)
+    x.reshape(-1)[spots] = offsets
+    good = gradcheck(MyReLU.apply, [x], seed=seed)
+    assert good.passed, good
+    assert all(k["accepted"] for k in good.inputs[0].kinks)
+    bad = gradcheck(MyReLUTwice.apply, [x], seed=seed)
+    assert not bad.passed and bad.inputs[0].n_failed >= 1
