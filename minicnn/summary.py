@@ -42,7 +42,8 @@ in that order, indented by depth, with:
 Totals: parameters (trainable, frozen), buffers, MACs, and the **activation
 memory of a training step** at ``batch_size``: the input plus every distinct
 tensor that a module returns (each layer output, and a residual block's
-sum), times ``batch_size``, in the model's dtype. These are the tensors the
+sum; a view of the module's input, such as ``Flatten``'s reshape, adds
+nothing), times ``batch_size``, in the model's dtype. These are the tensors the
 backward pass keeps; the gradient buffers of the backward pass, the
 optimizer state and functional temporaries come on top, so it is a lower
 bound of the true peak. Parameter memory is reported beside it.
@@ -53,7 +54,7 @@ import numpy as np
 
 from . import nn
 from .autograd import Tensor, no_grad
-from .backend import default_dtype
+from .backend import default_dtype, get_array_module
 from .utils import pair
 
 __all__ = ["summary", "ModelSummary", "LayerRow", "SummaryError", "conv_output_size"]
@@ -250,6 +251,14 @@ def _shape_of(x):
     return tuple(int(v) for v in x.shape) if hasattr(x, "shape") else None
 
 
+def _is_view_of(t, x):
+    """True when ``t``'s array shares memory with input ``x``'s (a reshape or Flatten view: no new memory)."""
+    if not isinstance(x, Tensor):
+        return False
+    xp = get_array_module(t.data)
+    return bool(xp.may_share_memory(t.data, x.data))
+
+
 def _first_tensor(x):
     if isinstance(x, (tuple, list)) and x:
         return x[0]
@@ -325,7 +334,7 @@ def summary(model, input_shape=(1, 3, 32, 32), batch_size=None, device="cpu"):
                 row.input_shape, row.output_shape = in_shape, out_shape
             row.macs += _macs(mod, in_shape, out_shape)
             t = _first_tensor(out)
-            if isinstance(t, Tensor):
+            if isinstance(t, Tensor) and not _is_view_of(t, x):
                 kept.setdefault(id(t), t)
             return out
 
