@@ -31,9 +31,17 @@ Writing your own op (the homework extension point)::
 
 Positional arguments of ``apply`` are the differentiable inputs (Tensors,
 arrays or Python numbers); keyword arguments are passed to ``forward`` as
-plain settings (``Sum.apply(x, axis=1)``). ``backward`` returns one gradient
-per positional input, in order (a tuple when there are several; ``None`` for
-an input that needs none). Check it with ``minicnn.gradcheck``.
+plain settings (``Sum.apply(x, axis=1)``). An absent input is passed as
+None (``Conv2d.apply(x, w, None)`` for a convolution without bias), so an op
+has one signature, ``forward(self, x, weight, bias)``. ``backward`` returns
+one gradient per positional input, in order (a tuple when there are
+several; ``None`` for an input that needs none or is absent). Check it with
+``minicnn.gradcheck``.
+
+Two rules every op follows (applied once, in ``Function.apply``):
+floating inputs of different dtypes are promoted to the common dtype as
+NumPy does (float32 + float64 computes in float64, for ``+`` as for
+``conv2d``), and a broadcasting error names the op and both input shapes.
 """
 import threading
 
@@ -55,11 +63,6 @@ class _GradMode(threading.local):
 
 
 _GRAD_MODE = _GradMode()
-
-
-class _Profiling:
-    """The active ``minicnn.profiler.Profiler`` (None almost always: one attribute check per op)."""
-    active = None
 
 
 def is_grad_enabled():
@@ -117,6 +120,7 @@ class Tensor:
 
     __slots__ = ("data", "grad", "requires_grad", "_ctx", "_out_index", "_retain", "__weakref__")
     __array_priority__ = 1000  # so ``ndarray * Tensor`` calls Tensor.__rmul__
+    is_minicnn_tensor = True   # how backend recognises a Tensor without importing this module
 
     def __init__(self, data, requires_grad=False, dtype=None):
         self.data = as_array(data, dtype=dtype)
@@ -382,31 +386,32 @@ class Function:
 
     @classmethod
     def apply(cls, *inputs, **settings):
-        """Run ``forward`` on the inputs' arrays and record the op in the graph if needed."""
-        fn = cls()
-        arrays = []
-        ref = None  # a tensor input, whose dtype/device Python numbers adopt
-        for x in inputs:
-            if isinstance(x, Tensor):
-                ref = x
-                break
-        for x in inputs:
-            if isinstance(x, Tensor):
-                arrays.append(x.data)
-            else:
-                arrays.append(_constant(x, ref))
-        check_device(cls.__name__, arrays)
+        """Run ``forward`` on the inputs' arrays and record the op in the graph if needed.
 
-        grad_on = _GRAD_MODE.enabled
+        An input may be None (an absent bias, say): ``forward`` receives None,
+        no gradient is asked for it, and ``backward`` returns None in its place.
+        Floating inputs of different dtypes are promoted to their common dtype
+        first, as NumPy does (float32 with float64 computes in float64; each
+        input's gradient comes back in its own dtype). Python numbers take the
+        dtype of the tensor they meet (``x * 0.5`` stays float32).
+        """
+        fn = cls()
+        ref = next((x for x in inputs if isinstance(x, Tensor)), None)  # whose dtype/device numbers adopt
+        arrays = [x.data if isinstance(x, Tensor) else None if x is None else _constant(x, ref) for x in inputs]
+        check_device(cls.__name__, [a for a in arrays if a is not None])
+        arrays = _promote_floats(arrays)
+
         needs = tuple(isinstance(x, Tensor) and x.requires_grad for x in inputs)
-        record = grad_on and any(needs)
+        record = _GRAD_MODE.enabled and any(needs)
         fn.needs_input_grad = needs
-        prof = _Profiling.active
-        if prof is None:
-            out = fn.forward(*arrays, **settings)
-        else:
-            with prof.timing(cls.__name__, "forward"):
-                out = fn.forward(*arrays, **settings)
+        try:
+            out = _forward_hook(fn, arrays, settings)
+        except ValueError as e:
+            if "could not be broadcast" not in str(e):
+                raise
+            shapes = " and ".join(str(tuple(a.shape)) for a in arrays if a is not None)
+            raise ValueError(f"{cls.__name__}: input shapes {shapes} cannot be broadcast together "
+                             f"(NumPy's rule: trailing dimensions must be equal or 1)") from None
 
         if isinstance(out, tuple):
             outputs = tuple(Tensor.__new__(Tensor) for _ in out)
@@ -427,6 +432,47 @@ class Function:
             # Nothing will call backward: drop what forward saved right away.
             fn.__dict__.clear()
         return outputs
+
+
+def _promote_floats(arrays):
+    """The arrays, floating ones cast to their common dtype when they differ (NumPy's promotion)."""
+    floats = [a.dtype for a in arrays if a is not None and a.dtype.kind == "f"]
+    if len(floats) < 2 or all(d == floats[0] for d in floats):
+        return arrays
+    common = np.result_type(*floats)
+    return [a.astype(common) if a is not None and a.dtype.kind == "f" and a.dtype != common else a
+            for a in arrays]
+
+
+# --------------------------------------------------------------------------
+# The one hook point of the engine (used by minicnn.profiler)
+# --------------------------------------------------------------------------
+def _plain_forward(fn, arrays, settings):
+    return fn.forward(*arrays, **settings)
+
+
+def _plain_backward(fn, grads):
+    return fn.backward(*grads)
+
+
+_forward_hook = _plain_forward      # how Function.apply calls forward
+_backward_hook = _plain_backward    # how the backward walk calls backward
+
+
+def set_op_hooks(forward=None, backward=None):
+    """Replace how the engine calls every ``Function.forward`` / ``backward``; None restores the plain call.
+
+    The one documented point where a tool (``minicnn.profiler``) hooks the
+    engine: ``forward(fn, arrays, settings)`` must return
+    ``fn.forward(*arrays, **settings)`` and ``backward(fn, grads)`` must
+    return ``fn.backward(*grads)``, doing whatever else they like around
+    the call. Returns the previous pair, to restore them.
+    """
+    global _forward_hook, _backward_hook
+    previous = (_forward_hook, _backward_hook)
+    _forward_hook = forward or _plain_forward
+    _backward_hook = backward or _plain_backward
+    return previous
 
 
 def _init_output(t, array, ctx, index):
@@ -485,8 +531,9 @@ def _topological_order(root_fn):
 def _check_not_freed(fn):
     if getattr(fn, "freed", False):
         raise RuntimeError(
-            f"backward(): the graph through {type(fn).__name__} was already freed by an earlier "
-            f"backward(); pass retain_graph=True to the first call to backward twice")
+            f"backward(): the graph was already freed after the first backward (at {type(fn).__name__}; "
+            f"it is freed to keep memory flat); to call backward twice through the same graph, pass "
+            f"retain_graph=True to the first call: loss.backward(retain_graph=True)")
 
 
 def _add_grad(fn, index, g):
@@ -499,8 +546,9 @@ def _add_grad(fn, index, g):
 def run_backward(root, grad, retain_graph=False):
     """Propagate ``grad`` = dL/d(root) through the graph into the leaves' ``.grad``."""
     root_fn = root._ctx
+    order = _topological_order(root_fn)      # raises a clear error if an earlier backward freed the graph
     _add_grad(root_fn, root._out_index, grad)
-    for fn in _topological_order(root_fn):
+    for fn in order:
         if fn.out_grads is None:   # no gradient reached this op (e.g. an unused output)
             continue
         gouts = fn.out_grads
@@ -508,12 +556,7 @@ def run_backward(root, grad, retain_graph=False):
             # Outputs that received no gradient contribute zeros.
             xp = get_array_module(*[g for g in gouts if g is not None])
             gouts = [xp.zeros(*fn.output_meta[i]) if g is None else g for i, g in enumerate(gouts)]
-        prof = _Profiling.active
-        if prof is None:
-            grads = fn.backward(*gouts)
-        else:
-            with prof.timing(type(fn).__name__, "backward"):
-                grads = fn.backward(*gouts)
+        grads = _backward_hook(fn, gouts)
         if not isinstance(grads, tuple):
             grads = (grads,)
         if len(grads) != len(fn.inputs):

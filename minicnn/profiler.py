@@ -6,8 +6,9 @@
         loss.backward()
     print(prof.table())
 
-The engine times every ``Function.forward`` and ``Function.backward`` while a
-profiler is active. Helper functions (``im2col``, ``col2im``, the GEMM) can be
+While a profiler is active it times every ``Function.forward`` and
+``Function.backward``, through the engine's one hook point,
+``autograd.set_op_hooks``. Helper functions (``im2col``, ``col2im``, the GEMM) can be
 timed inside their op with ``Profiler.wrap(module, name)``, which temporarily
 replaces a module-level function by a timed one. On the GPU, ``sync=True``
 waits for the device before each reading (otherwise kernel launches return
@@ -30,14 +31,26 @@ class Profiler:
         self.sync = sync and cupy_or_none() is not None
         self._patches = []
 
+    _active = None     # the profiler now hooked into the engine (one at a time)
+
     def __enter__(self):
-        if autograd._Profiling.active is not None:
+        if Profiler._active is not None:
             raise RuntimeError("Profiler: another profiler is already active")
-        autograd._Profiling.active = self
+        Profiler._active = self
+
+        def forward(fn, arrays, settings):
+            with self.timing(type(fn).__name__, "forward"):
+                return fn.forward(*arrays, **settings)
+
+        def backward(fn, grads):
+            with self.timing(type(fn).__name__, "backward"):
+                return fn.backward(*grads)
+        self._previous_hooks = autograd.set_op_hooks(forward, backward)
         return self
 
     def __exit__(self, *exc):
-        autograd._Profiling.active = None
+        autograd.set_op_hooks(*self._previous_hooks)
+        Profiler._active = None
         for module, name, original in reversed(self._patches):
             setattr(module, name, original)
         self._patches.clear()

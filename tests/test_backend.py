@@ -71,22 +71,6 @@ def test_importing_minicnn_does_not_import_cupy():
     assert out.stdout.strip() == "False", out.stderr
 
 
-@pytest.mark.parametrize("preset, numpy_first, expected", [
-    (None, False, "4"),          # minicnn first: idle OpenBLAS threads sleep at once
-    ("20", False, "20"),         # a value the user set is kept
-    (None, True, "unset"),       # too late once NumPy (and OpenBLAS) is loaded: left alone
-])
-def test_openblas_thread_timeout_set_before_numpy_loads(preset, numpy_first, expected):
-    import os
-    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
-    if preset is not None:
-        env["OPENBLAS_THREAD_TIMEOUT"] = preset
-    code = ("import os" + ("; import numpy" if numpy_first else "") + "; import minicnn; "
-            "print(os.environ.get('OPENBLAS_THREAD_TIMEOUT', 'unset'))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    assert out.stdout.strip() == expected, out.stderr
-
-
 # ------------------------------------------------------------ GPU (skipped on CI)
 @pytest.mark.gpu
 def test_gpu_roundtrip_and_device_mixing(xp):
@@ -110,45 +94,4 @@ def test_device_mixing_check_without_gpu():
         backend.check_device("Add", [np.ones(2), FakeGpuArray()])
 
 
-@pytest.mark.parametrize("n_rows, row_bytes", [(10, 1), (1000, 8), (7, 1 << 30), (0, 8)])
-def test_row_blocks_cover_every_row_once_in_order(monkeypatch, n_rows, row_bytes):
-    monkeypatch.setattr(backend, "BLOCK_BYTES", 24)
-    seen = np.zeros(n_rows, dtype=int)
-
-    def work(lo, hi):
-        seen[lo:hi] += 1
-        return (lo, hi)
-    spans = backend.row_blocks(n_rows, row_bytes, work)
-    assert (seen == 1).all()
-    assert [lo for lo, _ in spans] == sorted(lo for lo, _ in spans)
-    assert all(hi - lo <= max(1, 24 // row_bytes) for lo, hi in spans)
-    assert backend.row_blocks(n_rows, row_bytes, work, arrays_on_gpu=True) == [(0, n_rows)]
-
-
-def test_parallel_chunks_nested_inside_a_chunk_runs_inline(monkeypatch):
-    # A work function that itself splits work must not wait on the pool it runs in.
-    monkeypatch.setattr(backend, "cpu_threads", lambda: 2)     # threads even on a 1-core runner
-    out = np.zeros(64)
-
-    def inner(lo, hi):
-        out[lo:hi] += 1
-
-    def outer(lo, hi):
-        backend.parallel_chunks(hi - lo, lambda a, b: inner(lo + a, lo + b))
-    backend.parallel_chunks(64, outer)
-    assert (out == 1).all()
-
-
-def test_parallel_chunks_raises_a_chunk_error_after_every_chunk_finished(monkeypatch):
-    import time
-    monkeypatch.setattr(backend, "cpu_threads", lambda: 2)
-    done = []
-
-    def work(lo, hi):
-        if lo == 0:
-            raise ValueError("chunk 0 failed")
-        time.sleep(0.05)
-        done.append(lo)
-    with pytest.raises(ValueError, match="chunk 0 failed"):
-        backend.parallel_chunks(10, work)
-    assert done == [5]          # the other chunk had finished writing before the error surfaced
+# row_blocks and parallel_chunks moved to minicnn.speed: their tests are in tests/test_speed.py.

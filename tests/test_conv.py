@@ -232,18 +232,23 @@ def test_conv2d_matches_torch(torch, cfg):
 @settings(max_examples=30)
 @given(cfg=conv_configs())
 def test_conv2d_dx_by_col2im_equals_the_per_tap_dx(cfg):
-    # The GPU computes dx as col2im(G_y @ W2) (one GEMM, the col2im kernel), the CPU
-    # tap by tap; both are the same sums. Checked here with NumPy's col2im.
-    from minicnn.functional.conv import Conv2d, _rows, _split_groups
+    # The contract of the speed helper on conv2d's backward path:
+    # col2im_of_product(a, b, ...) == col2im(merge_groups(a @ b), ...), i.e. dx = col2im(dcols)
+    # with dcols = G_y @ W2 (the GPU computes exactly that; the CPU tap by tap).
+    from minicnn.functional.conv import Conv2d, col2im_of_product, merge_groups, split_groups
     x, w, _ = conv_arrays(cfg, np.random.default_rng(2))
     fn = Conv2d()
-    fn.needs_input_grad = (True, True)
-    y = fn.forward(x, w, stride=cfg["stride"], padding=cfg["padding"], dilation=cfg["dilation"],
+    fn.needs_input_grad = (True, True, False)
+    y = fn.forward(x, w, None, stride=cfg["stride"], padding=cfg["padding"], dilation=cfg["dilation"],
                    groups=cfg["groups"])
     g = np.random.default_rng(3).standard_normal(y.shape)
-    dx_taps, _ = fn.backward(g)
-    dx_col2im = fn._dx_by_col2im(_split_groups(_rows(g), cfg["groups"]))
+    dx_taps, _, _ = fn.backward(g)
+    G_y = split_groups(g.transpose(0, 2, 3, 1).reshape(-1, g.shape[1]), cfg["groups"])
+    kw = dict(kernel_size=w.shape[2:], stride=cfg["stride"], padding=cfg["padding"], dilation=cfg["dilation"])
+    dcols = merge_groups(G_y @ fn.W2, w.shape[2] * w.shape[3])
+    dx_col2im = F.col2im(dcols, x.shape, **kw)
     np.testing.assert_allclose(dx_col2im, dx_taps, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(col2im_of_product(G_y, fn.W2, x.shape, **kw), dx_col2im, rtol=1e-10, atol=1e-10)
 
 
 def test_conv2d_channels_last_input_gives_same_result_and_grads():
@@ -395,8 +400,8 @@ def test_conv2d_errors():
         F.conv2d(x, w, groups=0)
     with pytest.raises(ValueError, match=r"bias must have shape \(C_out,\) = \(4,\)"):
         F.conv2d(x, w, np.zeros(3))
-    with pytest.raises(TypeError, match=r"dtype float32 and weight dtype float64"):
-        F.conv2d(x.astype(np.float32), w)
+    # float32 with float64: promoted as NumPy does, the one rule of every op (Function.apply)
+    assert F.conv2d(x.astype(np.float32), w).dtype == np.float64
     with pytest.raises(TypeError, match=r"stride must be an int or a pair"):
         F.conv2d(x, w, stride=1.5)
 

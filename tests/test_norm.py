@@ -174,14 +174,14 @@ def test_batch_norm_channels_last_input_gives_same_result():
 
 @pytest.mark.parametrize("training", [True, False])
 def test_batch_norm_in_many_row_blocks_equals_one_block(monkeypatch, training):
-    # The op works through row blocks on all cores (backend.row_blocks); tiny blocks
+    # The op works through row blocks on all cores (speed.row_blocks); tiny blocks
     # (7 rows each; 30 rows, so the last block is ragged) must give one block's numbers.
     x, w, b, rm, rv = bn_inputs((3, 4, 5, 2), np.random.default_rng(14))
     g = np.random.default_rng(15).standard_normal(x.shape)
-    monkeypatch.setattr(minicnn.backend, "cpu_threads", lambda: 2)     # threads even on a 1-core runner
+    monkeypatch.setattr(minicnn.speed, "cpu_threads", lambda: 2)     # threads even on a 1-core runner
     outs = []
     for block_bytes in (1 << 30, 7 * 4 * 8):
-        monkeypatch.setattr(minicnn.backend, "BLOCK_BYTES", block_bytes)
+        monkeypatch.setattr(minicnn.speed, "BLOCK_BYTES", block_bytes)
         xt = minicnn.tensor(channels_last(x), requires_grad=True)
         wt, bt = minicnn.tensor(w, requires_grad=True), minicnn.tensor(b, requires_grad=True)
         rm2, rv2 = rm.copy(), rv.copy()

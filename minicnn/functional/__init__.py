@@ -7,7 +7,9 @@ in its docstring) plus a thin wrapper that checks arguments and calls
 - ``basic``: arithmetic with broadcasting, reductions, shape ops, indexing
 - ``activation``: relu, leaky_relu, sigmoid, tanh, softmax, log_softmax
 - ``loss``: cross_entropy, mse_loss, linear
-- ``conv``: im2col, col2im, conv2d, conv_transpose2d (im2col + GEMM)
+- ``windows``: the window geometry and strided views that conv and pooling share
+- ``conv``: im2col, col2im, conv2d (im2col + GEMM)
+- ``conv_transpose``: conv_transpose2d (the adjoint of conv2d)
 - ``pooling``: max_pool2d (argmax stored), avg_pool2d, adaptive_avg_pool2d
 - ``norm``: batch_norm (batch statistics in training, running ones in eval)
 - ``dropout``: dropout (inverted)
@@ -15,7 +17,9 @@ in its docstring) plus a thin wrapper that checks arguments and calls
 from .basic import *  # noqa: F401,F403
 from .activation import *  # noqa: F401,F403
 from .loss import *  # noqa: F401,F403
+from .windows import *  # noqa: F401,F403
 from .conv import *  # noqa: F401,F403
+from .conv_transpose import *  # noqa: F401,F403
 from .pooling import *  # noqa: F401,F403
 from .norm import *  # noqa: F401,F403
 from .dropout import *  # noqa: F401,F403

@@ -2,157 +2,108 @@
 import numpy as np
 
 from ..autograd import Function, Tensor
-from ..backend import get_array_module, row_blocks
-from .conv import _sum_rows
+from ..backend import get_array_module
+from ..speed import affine_rows, column_dot_centred, column_mean_var, column_sums
+from .windows import channels_last, from_channels_last
 
 __all__ = ["batch_norm"]
-
-
-def _channel_rows(x):
-    """x (N, C, *spatial) as an (M, C) matrix, M = N * prod(spatial), plus the way back.
-
-    Moving the channel axis last is free when x has channels-last memory (a
-    conv output); for NCHW memory it costs one copy. Per-channel statistics
-    are then column reductions of one matrix, and the result is built in
-    the same (M, C) layout, so it is channels-last memory again.
-    """
-    xp = get_array_module(x)
-    if x.ndim == 2:
-        return x, lambda rows: rows
-    perm = (0,) + tuple(range(2, x.ndim)) + (1,)
-    moved = xp.ascontiguousarray(x.transpose(perm))
-    back = tuple(int(i) for i in np.argsort(perm))
-    return moved.reshape(-1, x.shape[1]), lambda rows: rows.reshape(moved.shape).transpose(back)
 
 
 class BatchNorm(Function):
     """Batch normalization over the channel axis 1, statistics over every other axis.
 
-    With X = x as an (M, C) matrix (M = N*H*W values per channel):
+    X is x as an (M, C) matrix, one row per pixel (M = N*H*W values per
+    channel; ``windows.channels_last``). Every symbol below is a (C,)
+    vector except X, x_hat, g and dx, which are (M, C); sums run over the M
+    rows. The loop form is ``minicnn.reference.batch_norm``.
 
-    Training (batch statistics; mu, var per channel, biased variance):
+    Training (batch statistics, biased variance):
 
-        mu = mean(X),  var = mean((X - mu)**2),  s = 1 / sqrt(var + eps)
-        xhat = (X - mu) * s,  y = gamma * xhat + beta
+        mean    = sum(X) / M
+        var     = sum((X - mean)**2) / M
+        inv_std = 1 / sqrt(var + eps)
+        x_hat   = (X - mean) * inv_std
+        y       = gamma * x_hat + beta
 
-    Backward. With g = dL/dy:  dbeta = sum(g),  dgamma = sum(g * xhat). For dx,
-    every X_i moves mu and var too. Since dmu/dX_i = 1/M and
-    dvar/dX_i = 2 (X_i - mu) / M (the mean's own term sums to zero),
-    ds/dX_i = -(s**3 / 2) dvar/dX_i = -s**2 xhat_i / M, so
-
-        dxhat_j/dX_i = s (delta_ij - 1/M) + (X_j - mu) ds/dX_i
-                     = (s / M) (M delta_ij - 1 - xhat_j xhat_i)
-
-    and with dL/dxhat_j = gamma g_j, summing over j:
-
-        dx_i = (gamma s / M) (M g_i - sum_j g_j - xhat_i sum_j g_j xhat_j)
-             = gamma s (g_i - dbeta / M - xhat_i dgamma / M)
-
-    (gradcheck uses a random upstream g: with g = 1 the three terms cancel,
-    dx is 0, and a bug in the mean or variance term would go unseen).
-
-    The running statistics are updated in place, r = (1 - momentum) r +
+    and the running statistics are updated in place, r = (1 - momentum) r +
     momentum * stat, with the unbiased variance var * M / (M - 1).
 
-    Evaluation (running statistics mu_r, var_r; a per-channel affine map):
+    Evaluation: the same lines with mean = running_mean, var = running_var
+    (constants: y is a per-channel affine map of X).
 
-        y = gamma * (X - mu_r) / sqrt(var_r + eps) + beta
-        dx = gamma * g / sqrt(var_r + eps),  dgamma = sum(g * xhat),  dbeta = sum(g)
+    Backward, with g = dL/dy:
 
-    How it is computed: every line above is a pass over an (M, C) array, and
-    on a CPU those passes (memory traffic), not the arithmetic, are the cost.
-    The forward pass writes y = X * scale + shift (scale = gamma * s,
-    shift = beta - mu * scale) and nothing else, and backward reads the rows
-    of x (x itself for a conv output's channels-last memory) rather than a
-    centred copy. The other passes run one block of rows at a time on all
-    cores (``row_blocks``), so X - mu only ever exists block by block. In
-    float32 the mean gets the corrected two-pass term and dgamma is summed
-    from g * (X - mu): with a mean 100 times the spread, y stays within
-    3e-6 and dgamma within 1e-5 of float64 (tested).
+        dbeta   = sum(g)
+        dgamma  = sum(g * x_hat)
+        dx      = gamma * inv_std * (g - dbeta / M - x_hat * dgamma / M)     (training)
+        dx      = gamma * inv_std * g                                        (evaluation)
+
+    Why dx has two more terms in training: every X_i moves mean and var
+    too. dmean/dX_i = 1/M and dvar/dX_i = 2 (X_i - mean) / M (the mean's
+    own term sums to zero), so dinv_std/dX_i = -inv_std**2 x_hat_i / M and
+
+        dx_hat_j/dX_i = (inv_std / M) (M delta_ij - 1 - x_hat_j x_hat_i);
+
+    with dL/dx_hat_j = gamma g_j, summing over j gives the line above.
+    (gradcheck uses a random upstream g: with g = 1 the three terms cancel,
+    dx is 0, and a bug in the mean or variance term would go unseen.)
+
+    How the lines are computed: each is a pass over an (M, C) array, and on
+    a CPU those passes, not the arithmetic, are the cost. So x_hat is never
+    stored (it would double the layer's memory): y and dx are written as
+    the same formulas multiplied out, ``A * a + B * b + c`` per channel, by
+    ``speed.affine_rows``, and ``speed.column_mean_var`` /
+    ``column_dot_centred`` form X - mean block by block (their contracts are
+    the numpy one-liners in the comments). In float32 the mean gets the
+    corrected two-pass term: with a mean 100 times the spread, y stays
+    within 3e-6 and dgamma within 1e-5 of float64 (tested).
     """
 
-    def forward(self, x, *affine, running_mean=None, running_var=None, training=True, momentum=0.1,
-                eps=1e-5, has_weight=True, has_bias=True):
-        xp = get_array_module(x)
-        X, to_input_layout = _channel_rows(x)
-        M, C = X.shape
-        on_gpu = xp is not np
-        affine = list(affine)
-        gamma = affine.pop(0) if has_weight else None
-        beta = affine.pop(0) if has_bias else None
-        use_batch_stats = training or running_mean is None
-
-        if use_batch_stats:
-            mean = _sum_rows(X) / M
-
-            def deviations(lo, hi):              # sums of d and d**2, d = X - mu, over rows lo..hi-1
-                d = X[lo:hi] - mean
-                return xp.einsum("mc->c", d), xp.einsum("mc,mc->c", d, d)
-            parts = row_blocks(M, X[:1].nbytes, deviations, arrays_on_gpu=on_gpu)
-            # The corrected two-pass formula: in exact arithmetic sum(d) = 0; in float32
-            # it is the rounding error of mu, which this removes from mu and var.
-            sum_d = sum((p[0] for p in parts), xp.zeros(C, X.dtype))
-            sum_d2 = sum((p[1] for p in parts), xp.zeros(C, X.dtype))
-            mean = mean + sum_d / M
-            var = (sum_d2 - sum_d * sum_d / M) / M      # biased: the batch's own spread
+    def forward(self, x, gamma, beta, running_mean=None, running_var=None, training=True, momentum=0.1,
+                eps=1e-5):
+        X = channels_last(x).reshape(-1, x.shape[1])       # (M, C)
+        M = X.shape[0]
+        self.batch_stats = training or running_mean is None
+        if self.batch_stats:
+            mean, var = column_mean_var(X)                  # sum(X) / M,  sum((X - mean)**2) / M
             if training and running_mean is not None:
                 running_mean *= 1.0 - momentum
                 running_mean += momentum * mean
                 running_var *= 1.0 - momentum
-                running_var += momentum * var * (M / (M - 1))     # unbiased
-        else:
-            # Copies: a later training step updates the buffers in place before this backward runs.
+                running_var += momentum * var * (M / (M - 1))      # unbiased
+        else:   # copies: a later training step updates the buffers in place before this backward runs
             mean, var = running_mean.astype(x.dtype, copy=True), running_var.astype(x.dtype, copy=True)
-        inv_std = 1.0 / xp.sqrt(var + eps)
-        scale = inv_std if gamma is None else gamma * inv_std
-        shift = -mean * scale if beta is None else beta - mean * scale
-        y = xp.empty_like(X)
-
-        def normalize(lo, hi):                   # y = (X - mu) * scale + beta = X * scale + shift
-            out = xp.multiply(X[lo:hi], scale, out=y[lo:hi])
-            out += shift
-        row_blocks(M, X[:1].nbytes, normalize, arrays_on_gpu=on_gpu)
-        self.X, self.mean, self.inv_std, self.scale = X, mean, inv_std, scale
-        self.batch_stats, self.has_weight, self.has_bias = use_batch_stats, has_weight, has_bias
-        return to_input_layout(y)
+        inv_std = 1.0 / get_array_module(x).sqrt(var + eps)
+        gamma = 1.0 if gamma is None else gamma
+        beta = 0.0 if beta is None else beta
+        # y = gamma * x_hat + beta, x_hat = (X - mean) * inv_std:  y = X * gamma*inv_std + (beta - mean*gamma*inv_std)
+        y = affine_rows(X, gamma * inv_std, c=beta - mean * gamma * inv_std)
+        self.X, self.mean, self.inv_std, self.gamma = X, mean, inv_std, gamma
+        return from_channels_last(y.reshape(channels_last_shape(x)))
 
     def backward(self, g):
-        xp = get_array_module(g)
-        G, to_input_layout = _channel_rows(g)
-        X, mean, inv_std, scale = self.X, self.mean, self.inv_std, self.scale
-        M, C = G.shape
-        on_gpu = xp is not np
-        dbeta = _sum_rows(G)
-
-        def g_times_centred(lo, hi):             # sum of g * (X - mu) over rows lo..hi-1
-            return xp.einsum("mc,mc->c", G[lo:hi], X[lo:hi] - mean)
-        parts = row_blocks(M, G[:1].nbytes, g_times_centred, arrays_on_gpu=on_gpu)
-        dgamma = sum(parts, xp.zeros(C, G.dtype)) * inv_std        # sum(g * xhat)
+        G = channels_last(g).reshape(-1, g.shape[1])        # (M, C)
+        X, mean, inv_std, gamma = self.X, self.mean, self.inv_std, self.gamma
+        M = G.shape[0]
+        dbeta = column_sums(G)                               # sum(g)
+        dgamma = column_dot_centred(G, X, mean) * inv_std    # sum(g * x_hat) = sum(g * (X - mean)) * inv_std
         dx = None
-        if self.needs_input_grad[0]:
-            dx = xp.empty_like(G)
-            if self.batch_stats:
-                # dx = gamma s (g - dbeta/M - xhat dgamma/M) = scale*g - k*X - c per channel,
-                # with k = scale * s * dgamma / M and c = scale * dbeta / M - k * mu.
-                k = scale * inv_std * dgamma / M
-                c = scale * dbeta / M - k * mean
+        if self.needs_input_grad[0] and self.batch_stats:
+            # dx = gamma*inv_std * (g - dbeta/M - x_hat * dgamma/M), x_hat = (X - mean) * inv_std:
+            #    = g * a + X * b + c,  a = gamma*inv_std,  b = -a * inv_std * dgamma/M,  c = -a * dbeta/M - b * mean
+            a = gamma * inv_std
+            b = -a * inv_std * dgamma / M
+            dx = affine_rows(G, a, X, b, -a * dbeta / M - b * mean)
+        elif self.needs_input_grad[0]:
+            dx = affine_rows(G, gamma * inv_std)             # dx = gamma * inv_std * g
+        if dx is not None:
+            dx = from_channels_last(dx.reshape(channels_last_shape(g)))
+        return dx, dgamma, dbeta
 
-                def input_grad(lo, hi):
-                    out = xp.multiply(G[lo:hi], scale, out=dx[lo:hi])
-                    out -= X[lo:hi] * k
-                    out -= c
-            else:
-                # Eval mode: mu and s are constants, dx = scale * g.
-                def input_grad(lo, hi):
-                    xp.multiply(G[lo:hi], scale, out=dx[lo:hi])
-            row_blocks(M, G[:1].nbytes, input_grad, arrays_on_gpu=on_gpu)
-            dx = to_input_layout(dx)
-        grads = [dx]
-        if self.has_weight:
-            grads.append(dgamma)
-        if self.has_bias:
-            grads.append(dbeta)
-        return tuple(grads) if len(grads) > 1 else dx
+
+def channels_last_shape(x):
+    """The shape of ``channels_last(x)``: (N, *spatial, C)."""
+    return (x.shape[0],) + tuple(x.shape[2:]) + (x.shape[1],)
 
 
 def _raw(a):
@@ -205,7 +156,5 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
         raise ValueError(f"{fn}: momentum must be in [0, 1], got {momentum}")
     if eps <= 0:
         raise ValueError(f"{fn}: eps must be positive, got {eps}")
-    inputs = [x] + [p for p in (weight, bias) if p is not None]
-    return BatchNorm.apply(*inputs, running_mean=stats[0], running_var=stats[1], training=bool(training),
-                           momentum=float(momentum), eps=float(eps),
-                           has_weight=weight is not None, has_bias=bias is not None)
+    return BatchNorm.apply(x, weight, bias, running_mean=stats[0], running_var=stats[1], training=bool(training),
+                           momentum=float(momentum), eps=float(eps))

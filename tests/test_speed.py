@@ -1,0 +1,188 @@
+"""minicnn.speed: every speed helper against its one-line contract, and the process settings."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from minicnn import speed
+
+
+@pytest.fixture
+def split(monkeypatch):
+    """Force the threaded code paths, as after apply_process_settings() on a 2-core machine."""
+    monkeypatch.setattr(speed, "_applied", {"keep_freed_memory": False, "blas_threads": 1})
+    monkeypatch.setattr(speed, "cpu_threads", lambda: 2)
+    monkeypatch.setattr(speed, "MATMUL_SPLIT_FLOPS", 0)
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+@pytest.mark.parametrize("a_shape, b_shape", [((7, 5), (5, 3)), ((1, 40, 6), (1, 6, 4)), ((3, 9, 2), (3, 2, 5))])
+def test_matmul_returns_a_at_b(request, threaded, a_shape, b_shape):
+    if threaded:
+        request.getfixturevalue("split")
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal(a_shape), rng.standard_normal(b_shape)
+    np.testing.assert_allclose(speed.matmul(a, b), a @ b, rtol=1e-12, atol=1e-12)
+    a32, b32 = a.astype(np.float32), b.astype(np.float32)
+    assert speed.matmul(a32, b32).dtype == np.float32
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+@pytest.mark.parametrize("a_shape, b_shape", [((50, 3), (50, 4)), ((2, 33, 3), (2, 33, 5)), ((1, 8, 2), (1, 8, 1))])
+def test_matmul_t_returns_a_transposed_at_b(request, threaded, a_shape, b_shape):
+    if threaded:
+        request.getfixturevalue("split")
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal(a_shape), rng.standard_normal(b_shape)
+    np.testing.assert_allclose(speed.matmul_t(a, b), a.swapaxes(-1, -2) @ b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+@pytest.mark.parametrize("shape", [(1, 3), (37, 5), (1000, 16)])
+def test_column_sums_returns_the_sum_over_rows(request, threaded, shape):
+    if threaded:
+        request.getfixturevalue("split")
+    a = np.random.default_rng(2).standard_normal(shape)
+    np.testing.assert_allclose(speed.column_sums(a), a.sum(axis=0), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+def test_column_mean_var_returns_mean_and_biased_var(request, monkeypatch, threaded):
+    if threaded:
+        request.getfixturevalue("split")
+        monkeypatch.setattr(speed, "BLOCK_BYTES", 64)    # many blocks
+    X = np.random.default_rng(3).standard_normal((301, 7)) * 3 + 2
+    mean, var = speed.column_mean_var(X)
+    np.testing.assert_allclose(mean, X.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(var, X.var(axis=0), rtol=1e-12)
+
+
+def test_column_mean_var_keeps_float32_accurate():
+    X = (np.random.default_rng(4).standard_normal((20000, 3)) + 100.0).astype(np.float32)   # mean 100x the spread
+    mean, var = speed.column_mean_var(X)
+    X64 = X.astype(np.float64)
+    np.testing.assert_allclose(mean, X64.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(var, X64.var(axis=0), rtol=1e-3)
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+def test_column_dot_centred_and_affine_rows_return_their_formulas(request, monkeypatch, threaded):
+    if threaded:
+        request.getfixturevalue("split")
+        monkeypatch.setattr(speed, "BLOCK_BYTES", 64)
+    rng = np.random.default_rng(5)
+    G, X = rng.standard_normal((123, 4)), rng.standard_normal((123, 4))
+    mean, a, b, c = (rng.standard_normal(4) for _ in range(4))
+    np.testing.assert_allclose(speed.column_dot_centred(G, X, mean), (G * (X - mean)).sum(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(speed.affine_rows(G, a, X, b, c), G * a + X * b + c, rtol=1e-12)
+    np.testing.assert_allclose(speed.affine_rows(G, a, c=c), G * a + c, rtol=1e-12)
+    np.testing.assert_allclose(speed.affine_rows(G, a), G * a, rtol=1e-12)
+
+
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(0, 50), threads=st.integers(1, 4))
+def test_parallel_chunks_is_the_same_as_one_call(n, threads):
+    out = np.zeros(n, dtype=int)
+
+    def work(lo, hi):
+        out[lo:hi] += 1
+    old = speed.cpu_threads
+    speed.cpu_threads = lambda: threads
+    try:
+        speed.parallel_chunks(n, work)
+    finally:
+        speed.cpu_threads = old
+    assert (out == 1).all()
+
+
+@pytest.mark.parametrize("n_rows, row_bytes", [(10, 1), (1000, 8), (7, 1 << 30), (0, 8)])
+def test_row_blocks_cover_every_row_once_in_order(monkeypatch, n_rows, row_bytes):
+    monkeypatch.setattr(speed, "BLOCK_BYTES", 24)
+    seen = np.zeros(n_rows, dtype=int)
+
+    def work(lo, hi):
+        seen[lo:hi] += 1
+        return (lo, hi)
+    spans = speed.row_blocks(n_rows, row_bytes, work)
+    assert (seen == 1).all()
+    assert [lo for lo, _ in spans] == sorted(lo for lo, _ in spans)
+    assert all(hi - lo <= max(1, 24 // row_bytes) for lo, hi in spans)
+    assert speed.row_blocks(n_rows, row_bytes, work, arrays_on_gpu=True) == [(0, n_rows)]
+
+
+def test_parallel_chunks_nested_inside_a_chunk_runs_inline(monkeypatch):
+    # A work function that itself splits work must not wait on the pool it runs in.
+    monkeypatch.setattr(speed, "cpu_threads", lambda: 2)     # threads even on a 1-core runner
+    out = np.zeros(64)
+
+    def inner(lo, hi):
+        out[lo:hi] += 1
+
+    def outer(lo, hi):
+        speed.parallel_chunks(hi - lo, lambda a, b: inner(lo + a, lo + b))
+    speed.parallel_chunks(64, outer)
+    assert (out == 1).all()
+
+
+def test_parallel_chunks_raises_a_chunk_error_after_every_chunk_finished(monkeypatch):
+    import time
+    monkeypatch.setattr(speed, "cpu_threads", lambda: 2)
+    done = []
+
+    def work(lo, hi):
+        if lo == 0:
+            raise ValueError("chunk 0 failed")
+        time.sleep(0.05)
+        done.append(lo)
+    with pytest.raises(ValueError, match="chunk 0 failed"):
+        speed.parallel_chunks(10, work)
+    assert done == [5]          # the other chunk had finished writing before the error surfaced
+
+
+
+# --------------------------------------------------------------------------
+# Process settings: applied by the entry points, never by ``import minicnn``
+# --------------------------------------------------------------------------
+def run_python(code, **env_changes):
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_THREAD_TIMEOUT", "MINICNN_BLAS_THREADS")}
+    env.update(env_changes)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+@pytest.mark.parametrize("numpy_first", [True, False])
+def test_import_minicnn_changes_nothing_in_the_process(numpy_first):
+    code = ("import os" + ("; import numpy" if numpy_first else "") + "\n"
+            "import numpy\n"
+            "from minicnn import speed as s\n"
+            "before = s.blas_threads()\n"
+            "import minicnn, minicnn.nn, minicnn.functional\n"
+            "print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'), s.blas_threads() == before, s._applied)")
+    assert run_python(code) == "None True None"
+
+
+def test_the_issue_command_prints_none():
+    code = "import os; import numpy; import minicnn; print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))"
+    assert run_python(code) == "None"
+
+
+def test_apply_process_settings_is_idempotent_and_makes_one_thread_pool():
+    code = ("import minicnn.speed as s\n"
+            "first = s.apply_process_settings(); second = s.apply_process_settings()\n"
+            "assert first == second, (first, second)\n"
+            "has_blas = s.blas_threads() is not None\n"
+            "assert first['blas_threads'] == (1 if has_blas else None), first\n"
+            "assert not has_blas or s.blas_threads() == 1\n"
+            "print('ok')")
+    assert run_python(code) == "ok"
+
+
+def test_apply_process_settings_respects_the_environment():
+    code = ("import minicnn.speed as s\n"
+            "r = s.apply_process_settings()\n"
+            "print(r['keep_freed_memory'], s.blas_threads() in (None, 2))")
+    assert run_python(code, MINICNN_BLAS_THREADS="2", MINICNN_MALLOC_TUNING="0") == "False True"
