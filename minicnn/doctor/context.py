@@ -52,7 +52,7 @@ class Settings:
     duplicate_sample: int = 1000
     gradcheck_samples: int = 2
     gradcheck_directions: int = 2
-    gradcheck_max_elements: int = 2000
+    gradcheck_max_elements: int = 500
     depth_samples: int = 32
     independence_samples: int = 4
     overfit_samples: int = 16

@@ -103,7 +103,7 @@ def check_data(ctx):
     label_source = "the dataset" if all_labels is not None else "the sampled batches"
     counts_of = all_labels if all_labels is not None else labels
     counts = np.bincount(np.clip(counts_of.astype(np.int64), 0, k - 1), minlength=k) if counts_of.size else np.zeros(k)
-    enough = all_labels is not None or counts_of.size >= 20 * k
+    enough = counts_of.size >= 20 * k          # fewer labels than that: sampling noise, not imbalance
     imbalance = (float(counts.max() / max(counts.min(), 1)) if counts.size else 1.0)
 
     overlap = _overlap(ctx)
