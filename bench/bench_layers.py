@@ -34,6 +34,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import minicnn  # noqa: E402
 import minicnn.functional as F  # noqa: E402
+from minicnn.speed import apply_process_settings  # noqa: E402
 
 try:
     import torch
@@ -172,6 +173,7 @@ def main(argv=None):
     ap.add_argument("--interleave", action="store_true",
                     help="alternate minicnn and torch calls instead of timing each in a block")
     args = ap.parse_args(argv)
+    apply_process_settings()     # as every training entry point does: see minicnn/speed.py
     if torch is not None:
         torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)

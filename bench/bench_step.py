@@ -21,11 +21,7 @@ import subprocess
 import sys
 import time
 
-# What ``import minicnn`` sets when it comes before NumPy (see minicnn/backend.py: idle
-# OpenBLAS threads sleep instead of spinning); NumPy is imported first here, so set it
-# the same way before that import. PyTorch does not use OpenBLAS.
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-import numpy as np  # noqa: E402
+import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -35,6 +31,9 @@ sys.path.insert(0, os.path.dirname(HERE))
 def minicnn_setup(model_name, batch, device, seed=0):
     import minicnn
     from minicnn import models, optim
+    from minicnn.speed import apply_process_settings
+
+    apply_process_settings()     # what every training entry point does (idempotent): see minicnn/speed.py
 
     minicnn.nn.init.manual_seed(seed)
     model = models.get_model(model_name).to(device)
@@ -141,15 +140,15 @@ def time_steps(runners, model_name, batch, device, warmup, steps):
 def breakdown(model_name, batch, device, steps=3):
     """minicnn's step time by category, from the op profiler (median-free: summed over ``steps``)."""
     import minicnn.functional as F
-    from minicnn.functional import conv as conv_mod
+    from minicnn.functional import conv as conv_mod, windows as windows_mod
     from minicnn.profiler import Profiler
 
     state = minicnn_setup(model_name, batch, device)
     minicnn_step(*state)
     model, opt, x, y = state
     with Profiler(sync=device == "gpu") as prof:
-        # col2im (and conv2d's dx, done one kernel tap at a time) adds through _add_tap: time that.
-        prof.wrap(conv_mod, "im2col").wrap(conv_mod, "_add_tap", "col2im")
+        # col2im (and conv2d's dx, col2im_of_product, one kernel tap at a time) adds through add_tap.
+        prof.wrap(conv_mod, "im2col").wrap(conv_mod, "add_tap", "col2im").wrap(windows_mod, "add_tap", "col2im")
         t0 = time.perf_counter()
         for _ in range(steps):
             loss = F.cross_entropy(model(x), y)

@@ -20,74 +20,11 @@ def channels_last(a):
 
 
 # --------------------------------------------------------------------------
-# Naive oracles: the definitions, written as loops
+# Naive oracles: the definitions, written as loops (minicnn.reference)
 # --------------------------------------------------------------------------
-def naive_conv2d(x, w, b, stride, padding, dilation, groups):
-    """y[n, o, i, j] = b[o] + sum_{c, kh, kw} w[o, c, kh, kw] x[n, g*Cg + c, i*s - p + kh*d, j*s - p + kw*d]."""
-    N, C, H, W = x.shape
-    O, Cg, KH, KW = w.shape
-    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-    OH = (H + 2 * ph - dh * (KH - 1) - 1) // sh + 1
-    OW = (W + 2 * pw - dw * (KW - 1) - 1) // sw + 1
-    Og = O // groups
-    y = np.zeros((N, O, OH, OW))
-    for n in range(N):
-        for o in range(O):
-            g = o // Og
-            for i in range(OH):
-                for j in range(OW):
-                    s = 0.0 if b is None else b[o]
-                    for c in range(Cg):
-                        for kh in range(KH):
-                            for kw in range(KW):
-                                h, v = i * sh - ph + kh * dh, j * sw - pw + kw * dw
-                                if 0 <= h < H and 0 <= v < W:
-                                    s += w[o, c, kh, kw] * x[n, g * Cg + c, h, v]
-                    y[n, o, i, j] = s
-    return y
-
-
-def naive_conv_transpose2d(x, w, b, stride, padding, output_padding, dilation, groups):
-    """Scatter definition: each x[n, c, i, j] adds x * w[c, o, kh, kw] at (i*s - p + kh*d, j*s - p + kw*d)."""
-    N, C, H, W = x.shape
-    _, Og, KH, KW = w.shape
-    (sh, sw), (ph, pw), (oph, opw), (dh, dw) = stride, padding, output_padding, dilation
-    HO = (H - 1) * sh - 2 * ph + dh * (KH - 1) + oph + 1
-    WO = (W - 1) * sw - 2 * pw + dw * (KW - 1) + opw + 1
-    Cg = C // groups
-    y = np.zeros((N, Og * groups, HO, WO))
-    if b is not None:
-        y += b[None, :, None, None]
-    for n in range(N):
-        for c in range(C):
-            g = c // Cg
-            for i in range(H):
-                for j in range(W):
-                    for o in range(Og):
-                        for kh in range(KH):
-                            for kw in range(KW):
-                                h, v = i * sh - ph + kh * dh, j * sw - pw + kw * dw
-                                if 0 <= h < HO and 0 <= v < WO:
-                                    y[n, g * Og + o, h, v] += x[n, c, i, j] * w[c, o, kh, kw]
-    return y
-
-
-def naive_im2col(x, kernel, stride, padding, dilation):
-    N, C, H, W = x.shape
-    (KH, KW), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
-    OH = (H + 2 * ph - dh * (KH - 1) - 1) // sh + 1
-    OW = (W + 2 * pw - dw * (KW - 1) - 1) // sw + 1
-    cols = np.zeros((N * OH * OW, KH * KW * C))
-    for n in range(N):
-        for i in range(OH):
-            for j in range(OW):
-                for kh in range(KH):
-                    for kw in range(KW):
-                        for c in range(C):
-                            h, v = i * sh - ph + kh * dh, j * sw - pw + kw * dw
-                            if 0 <= h < H and 0 <= v < W:
-                                cols[(n * OH + i) * OW + j, (kh * KW + kw) * C + c] = x[n, c, h, v]
-    return cols
+from minicnn.reference import conv2d as naive_conv2d  # noqa: E402
+from minicnn.reference import conv_transpose2d as naive_conv_transpose2d  # noqa: E402
+from minicnn.reference import im2col as naive_im2col  # noqa: E402
 
 
 # --------------------------------------------------------------------------

@@ -22,44 +22,9 @@ def distinct(shape, rng, spacing=0.5):
     return rng.permutation(int(np.prod(shape))).reshape(shape) * spacing - 3.0
 
 
-def naive_max_pool(x, kernel, stride, padding, dilation):
-    """Value and flat index (h*W + w) of the first maximum of each window, padding = -inf."""
-    N, C, H, W = x.shape
-    (KH, KW), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
-    OH, OW = conv_output_size(H, KH, sh, ph, dh), conv_output_size(W, KW, sw, pw, dw)
-    y = np.zeros((N, C, OH, OW))
-    idx = np.zeros((N, C, OH, OW), dtype=np.int64)
-    for n in range(N):
-        for c in range(C):
-            for i in range(OH):
-                for j in range(OW):
-                    best, where = -np.inf, -1
-                    for kh in range(KH):
-                        for kw in range(KW):
-                            h, v = i * sh - ph + kh * dh, j * sw - pw + kw * dw
-                            if 0 <= h < H and 0 <= v < W and x[n, c, h, v] > best:
-                                best, where = x[n, c, h, v], h * W + v
-                    y[n, c, i, j], idx[n, c, i, j] = best, where
-    return y, idx
-
-
-def naive_avg_pool(x, kernel, stride, padding, count_include_pad=True, divisor_override=None):
-    N, C, H, W = x.shape
-    (KH, KW), (sh, sw), (ph, pw) = kernel, stride, padding
-    OH, OW = conv_output_size(H, KH, sh, ph), conv_output_size(W, KW, sw, pw)
-    y = np.zeros((N, C, OH, OW))
-    for i in range(OH):
-        for j in range(OW):
-            total, count = 0.0, 0
-            for kh in range(KH):
-                for kw in range(KW):
-                    h, v = i * sh - ph + kh, j * sw - pw + kw
-                    if 0 <= h < H and 0 <= v < W:
-                        total = total + x[:, :, h, v]
-                        count += 1
-            d = divisor_override or (KH * KW if count_include_pad else count)
-            y[:, :, i, j] = total / d
-    return y
+# The definitions, written as loops (minicnn.reference): values and flat indices h*W + w.
+from minicnn.reference import avg_pool2d as naive_avg_pool  # noqa: E402
+from minicnn.reference import max_pool2d as naive_max_pool  # noqa: E402
 
 
 @st.composite
@@ -300,3 +265,42 @@ def test_pooling_errors():
         F.adaptive_avg_pool2d(x, 2)
     with pytest.raises(ValueError, match=r"adaptive_avg_pool2d: input must be 4-D"):
         F.adaptive_avg_pool2d(np.zeros((2, 5)), 1)
+
+
+# --------------------------------------------------------------------------
+# Windows whose real inputs are all -inf (PyTorch's rule: the first real input)
+# --------------------------------------------------------------------------
+def test_max_pool_all_minus_inf_plane_picks_the_first_real_input(xp):
+    # The issue's case: on an all -inf 3x3 plane, kernel 3, stride 1, padding 1, every
+    # window's index is its first real input (never a padding tap) and all 9 gradients arrive.
+    x = minicnn.tensor(xp.full((1, 1, 3, 3), -np.inf), requires_grad=True)
+    y, idx = F.max_pool2d(x, 3, stride=1, padding=1, return_indices=True)
+    np.testing.assert_array_equal(np_(idx)[0, 0], [[0, 0, 1], [0, 0, 1], [3, 3, 4]])
+    assert np.all(np_(y) == -np.inf)
+    y.backward(xp.ones(y.shape))
+    assert np_(x.grad).sum() == 9.0
+    np.testing.assert_array_equal(np_(x.grad)[0, 0], [[4, 2, 0], [2, 1, 0], [0, 0, 0]])
+
+
+@pytest.mark.parametrize("cfg", [dict(kernel_size=3, stride=1, padding=1), dict(kernel_size=2),
+                                 dict(kernel_size=(3, 2), stride=(2, 1), padding=(1, 1)),
+                                 dict(kernel_size=3, stride=2, padding=1, dilation=2)])
+def test_max_pool_minus_inf_windows_match_torch(torch, cfg):
+    rng = np.random.default_rng(31)
+    x = distinct((2, 3, 6, 7), rng, spacing=0.01)
+    x[rng.random(x.shape) < 0.6] = -np.inf           # many windows all -inf, some mixed
+    x[0, 0] = -np.inf                                # one whole plane
+    for layout in (lambda a: a, channels_last):
+        assert_max_pool_matches_torch(torch, x, cfg, layout, seed=32)
+
+
+def test_max_pool_minus_inf_windows_match_the_definition():
+    rng = np.random.default_rng(33)
+    x = distinct((2, 2, 5, 6), rng, spacing=0.01)
+    x[rng.random(x.shape) < 0.7] = -np.inf
+    for kernel, stride, padding, dilation in [((3, 3), (1, 1), (1, 1), (1, 1)), ((2, 2), (2, 2), (0, 0), (1, 1)),
+                                              ((3, 3), (2, 2), (1, 1), (2, 2))]:
+        y, idx = F.max_pool2d(channels_last(x), kernel, stride, padding, dilation, return_indices=True)
+        y_ref, idx_ref = naive_max_pool(x, kernel, stride, padding, dilation)
+        np.testing.assert_array_equal(y.data, y_ref)
+        np.testing.assert_array_equal(idx.data, idx_ref)
