@@ -354,3 +354,89 @@ def test_whole_step_stays_float32_with_int64_labels():
     assert loss.dtype == np.float32
     loss.backward()
     assert w.grad.dtype == np.float32 and x.grad.dtype == np.float32
+
+
+# ---------------------------------------------------------------- issue: backward twice
+def test_second_backward_through_a_freed_graph_says_how_to_keep_it():
+    # The issue's case: a loss (CrossEntropy at the root) backwarded twice.
+    logits = tensor(np.random.default_rng(0).standard_normal((4, 3)), requires_grad=True)
+    loss = F.cross_entropy(logits, np.array([0, 1, 2, 1]))
+    loss.backward()
+    with pytest.raises(RuntimeError, match=r"graph was already freed after the first backward.*"
+                                           r"retain_graph=True"):
+        loss.backward()
+    g_once = logits.grad.copy()
+    # kept with retain_graph=True, the second call adds the same gradient again
+    loss2 = F.cross_entropy(logits, np.array([0, 1, 2, 1]))
+    logits.zero_grad()
+    loss2.backward(retain_graph=True)
+    loss2.backward()
+    np.testing.assert_allclose(logits.grad, 2 * g_once, rtol=1e-12)
+
+
+# ---------------------------------------------------------------- None for an absent input
+def test_apply_accepts_none_for_an_absent_input():
+    class AffineOp(Function):
+        """y = x * w + b (b may be None: no bias).   dx = g * w,  dw = sum(g * x),  db = sum(g)."""
+
+        def forward(self, x, w, b):
+            self.x, self.w = x, w
+            return x * w if b is None else x * w + b
+
+        def backward(self, g):
+            db = g.sum() if self.needs_input_grad[2] else None
+            return g * self.w, (g * self.x).sum(), db
+
+    x = tensor(np.array([1.0, 2.0]), requires_grad=True)
+    w = tensor(np.array(3.0), requires_grad=True)
+    y = AffineOp.apply(x, w, None)
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad, [3.0, 3.0])
+    assert w.grad == 3.0
+    b = tensor(np.array(0.5), requires_grad=True)
+    y = AffineOp.apply(x, w, b)
+    assert y.data.tolist() == [3.5, 6.5]
+    y.sum().backward()
+    assert b.grad == 2.0
+
+
+@pytest.mark.parametrize("op, args", [
+    ("conv2d", lambda r: (r.standard_normal((1, 2, 4, 4)), r.standard_normal((3, 2, 3, 3)))),
+    ("batch_norm", lambda r: (r.standard_normal((4, 3)), None, None)),
+])
+def test_builtin_ops_take_none_for_an_absent_bias(op, args):
+    r = np.random.default_rng(1)
+    a = args(r)
+    x = tensor(a[0], requires_grad=True)
+    if op == "conv2d":
+        w = tensor(a[1], requires_grad=True)
+        F.conv2d(x, w, None, padding=1).sum().backward()
+        assert w.grad is not None
+    else:
+        F.batch_norm(x, None, None, None, None, training=True).backward(r.standard_normal((4, 3)))
+    assert x.grad is not None
+
+
+# ---------------------------------------------------------------- one dtype rule, one message style
+def test_float32_and_float64_promote_to_float64_in_every_op_and_grads_keep_their_dtype():
+    r = np.random.default_rng(2)
+    x32 = tensor(r.standard_normal((2, 3, 5, 5)).astype(np.float32), requires_grad=True)
+    w64 = tensor(r.standard_normal((4, 3, 3, 3)), requires_grad=True)
+    y = F.conv2d(x32, w64)
+    assert y.dtype == np.float64
+    np.testing.assert_allclose(y.data, F.conv2d(x32.data.astype(np.float64), w64.data).data, rtol=1e-12)
+    y.sum().backward()
+    assert x32.grad.dtype == np.float32 and w64.grad.dtype == np.float64
+    a, b = tensor(np.ones(3, np.float32), requires_grad=True), tensor(np.ones(3))
+    assert (a + b).dtype == np.float64 and (a * b).dtype == np.float64
+    assert (a @ b).dtype == np.float64
+    assert (a * 0.5).dtype == np.float32          # Python numbers adopt the tensor's dtype
+
+
+@pytest.mark.parametrize("expr, name", [(lambda a, b: a + b, "Add"), (lambda a, b: a * b, "Mul"),
+                                        (lambda a, b: a - b, "Sub"), (lambda a, b: a / b, "Div"),
+                                        (lambda a, b: F.where(np.ones((2, 3), bool), a, b), "Where")])
+def test_broadcasting_errors_name_the_op_and_both_shapes(expr, name):
+    a, b = tensor(np.ones((2, 3)), requires_grad=True), tensor(np.ones((4,)))
+    with pytest.raises(ValueError, match=rf"{name}: input shapes .*\(2, 3\).* and \(4,\) cannot be broadcast"):
+        expr(a, b)
