@@ -177,7 +177,10 @@ def run(args):
     from ..explain import plot
     from ..explain.report import METHODS
 
+    from ..speed import apply_process_settings
+
     check_device(args.device)
+    apply_process_settings()       # allocator and BLAS threads, as minicnn train (never at import minicnn)
     try:
         model = load_model(args.checkpoint, device=args.device)
         ckpt = load_checkpoint(args.checkpoint)
