@@ -41,10 +41,6 @@ def check_final_layer(ctx):
     if not np.all(np.isfinite(z)):
         return CheckResult("final_layer", TITLE, FAIL, lo, measured, "the model returns NaN or infinite outputs",
                            "look at the data and initialisation checks", details)
-    if z.shape[0] > 1 and np.all(z == z[:1]):
-        return CheckResult("final_layer", TITLE, WARN, lo, measured,
-                           "every sample gets exactly the same outputs: the layers before the last carry no signal",
-                           "see the initialisation check (dead ReLUs, vanishing activations)", details)
     if lo >= 0 and hi <= 1 and np.allclose(rows, 1.0, atol=1e-3):
         return CheckResult(
             "final_layer", TITLE, FAIL, float(rows.mean()), measured,
@@ -58,6 +54,10 @@ def check_final_layer(ctx):
             "the outputs are never negative and many are exactly 0: a ReLU sits on the logits, so clipped "
             "classes get no gradient and no logit can vote against a class",
             "remove the activation after the last linear layer: logits must be free to be negative", details)
+    if z.shape[0] > 1 and np.all(z == z[:1]):
+        return CheckResult("final_layer", TITLE, WARN, lo, measured,
+                           "every sample gets exactly the same outputs: the layers before the last carry no signal",
+                           "see the initialisation check (dead ReLUs, vanishing activations)", details)
     if lo > 0 and hi < 1:
         return CheckResult("final_layer", TITLE, WARN, hi, measured,
                            "every output lies in (0, 1): a sigmoid on the logits squashes the scores the loss needs",

@@ -115,10 +115,10 @@ def check_init_depth(ctx):
     mean_dead = float(np.mean([d for _, d in dead])) if dead else 0.0
     parts = []
     if gains:
-        parts.append(f"activation std from {lo[1]:.2g} ({lo[0]}) to {hi[1]:.2g} ({hi[0]}) for a "
+        parts.append(f"activation std from {lo[1]:.2g} (layer {lo[0]}) to {hi[1]:.2g} (layer {hi[0]}) for a "
                      f"standardised input")
     if dead:
-        parts.append(f"dead ReLUs {100 * mean_dead:.0f}% on average, {100 * worst_dead[1]:.0f}% at {worst_dead[0]}")
+        parts.append(f"dead ReLUs {100 * mean_dead:.0f}% on average, {100 * worst_dead[1]:.0f}% at layer {worst_dead[0]}")
     parts.append(f"update/weight ratio after one step {median_ratio:.2g} (median)")
     measured = "; ".join(parts)
 
@@ -129,13 +129,13 @@ def check_init_depth(ctx):
         advice.append("check the data and the initialisation scale")
     if gains and (lo[1] < 1e-3):
         status = FAIL
-        problems.append(f"activations vanish: at {lo[0]} their std is {lo[1]:.1g} for an input of std 1, so the "
+        problems.append(f"activations vanish: at layer {lo[0]} their std is {lo[1]:.1g} for an input of std 1, so the "
                         f"gradients vanish too and the early layers cannot learn")
         advice.append("initialise with He (std = sqrt(2 / fan_in), nn.init.kaiming_normal_) or Xavier, "
                       "not a small constant; or add batchnorm")
     elif gains and hi[1] > 1e3:
         status = FAIL
-        problems.append(f"activations explode: at {hi[0]} their std is {hi[1]:.1g} for an input of std 1")
+        problems.append(f"activations explode: at layer {hi[0]} their std is {hi[1]:.1g} for an input of std 1")
         advice.append("initialise with He (std = sqrt(2 / fan_in)); add batchnorm")
     elif gains and (lo[1] < 0.05 or hi[1] > 50):
         status = WARN
@@ -143,13 +143,13 @@ def check_init_depth(ctx):
         advice.append("check the initialisation scale (He for ReLU networks) or add batchnorm")
     if dead and (worst_dead[1] > 0.9 or mean_dead > 0.5):
         status = FAIL
-        problems.append(f"dead ReLUs: {100 * worst_dead[1]:.0f}% of the units of {worst_dead[0]} never fire "
+        problems.append(f"dead ReLUs: {100 * worst_dead[1]:.0f}% of the units of layer {worst_dead[0]} never fire "
                         f"on this batch, and a dead unit passes no gradient")
         advice.append("look for large negative biases before the ReLUs (init them at 0), a too-high "
                       "learning rate, or use LeakyReLU")
     elif dead and worst_dead[1] > 0.25:
         status = WARN if status == OK else status
-        problems.append(f"{100 * worst_dead[1]:.0f}% of the ReLUs of {worst_dead[0]} never fire on this batch")
+        problems.append(f"{100 * worst_dead[1]:.0f}% of the ReLUs of layer {worst_dead[0]} never fire on this batch")
         advice.append("check the biases before the ReLUs")
     if finite and not 1e-5 <= median_ratio <= 1e-1:
         status = WARN if status == OK else status
