@@ -70,7 +70,7 @@ def add_parser(sub):
                    help="layers to invert from (default: every ReLU layer and the logits)")
     p.add_argument("--size", type=positive_int, default=32,
                    help="the image is resized to SIZE x SIZE (the network's input size for the logits)")
-    p.add_argument("--tv", type=number, default=0.5, help="weight of the total-variation prior")
+    p.add_argument("--tv", type=number, default=2.0, help="weight of the total-variation prior")
     p.add_argument("--beta", type=positive_number, default=2.0, help="exponent of the total variation")
     p.add_argument("--optimizer", choices=["adam", "lbfgs"], default="adam", help="adam or lbfgs (L-BFGS-B)")
     p.set_defaults(func=run_invert)
@@ -78,7 +78,7 @@ def add_parser(sub):
     p = methods.add_parser("dream", help="DeepDream: boost what a layer sees", formatter_class=HelpFormatter,
                            epilog="example:\n  minicnn synthesize dream --checkpoint runs/vgg_small/best.npz "
                            "--image cat.png --layer net.12 --size 128")
-    _common(p, 10, 0.02)
+    _common(p, 10, 0.005)
     p.add_argument("--image", required=True, help="the image to dream on")
     p.add_argument("--layer", default=None, help="the layer whose activations are boosted (default: a middle ReLU)")
     p.add_argument("--channel", type=integer, default=None, help="boost only this channel of the layer")
@@ -99,8 +99,8 @@ def add_parser(sub):
     p.add_argument("--style-layers", nargs="+", default=None, metavar="LAYER",
                    help="style layers (default: every ReLU up to the content layer's block, at most 5)")
     p.add_argument("--content-weight", type=number, default=1.0, help="weight of the content loss")
-    p.add_argument("--style-weight", type=number, default=1e4, help="weight of the style loss")
-    p.add_argument("--tv-weight", type=number, default=1.0, help="weight of the total variation")
+    p.add_argument("--style-weight", type=number, default=1e3, help="weight of the style loss")
+    p.add_argument("--tv-weight", type=number, default=10.0, help="weight of the total variation")
     p.add_argument("--init", choices=["content", "noise"], default="content", help="starting image")
     p.add_argument("--optimizer", choices=["adam", "lbfgs"], default="adam", help="adam or lbfgs (L-BFGS-B)")
     p.set_defaults(func=run_style)

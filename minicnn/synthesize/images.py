@@ -46,7 +46,9 @@ def load_image(path, size=None, channels=3, dtype=np.float32):
 
 def to_hwc(image):
     """One image (C, H, W) or (1, C, H, W), array or Tensor, as a NumPy (H, W, C) or (H, W) array in [0, 1]."""
-    data = getattr(image, "data", image) if not isinstance(image, np.ndarray) else image
+    from ..autograd import Tensor
+
+    data = image.data if isinstance(image, Tensor) else image
     a = np.asarray(to_device(data, "cpu"), dtype=np.float64)
     if a.ndim == 4:
         if a.shape[0] != 1:

@@ -154,7 +154,7 @@ def class_model(model, target, size=(32, 32), steps=200, lr=0.05, l2=3e-3, blur_
 
 
 # ----------------------------------------------------------------- inversion
-def invert(model, x, layer, steps=200, lr=0.05, tv=0.5, beta=2.0, init="noise", optimizer="adam",
+def invert(model, x, layer, steps=200, lr=0.05, tv=2.0, beta=2.0, init="noise", optimizer="adam",
            jitter=0, seed=0, progress=False):
     """Reconstruct images from their features at ``layer`` (Mahendran & Vedaldi, CVPR 2015).
 
@@ -203,7 +203,7 @@ def invert(model, x, layer, steps=200, lr=0.05, tv=0.5, beta=2.0, init="noise", 
 
 
 # ------------------------------------------------------------------ DeepDream
-def deep_dream(model, x, layer, steps=10, octaves=3, octave_scale=1.4, lr=0.02, jitter=2, channel=None,
+def deep_dream(model, x, layer, steps=10, octaves=3, octave_scale=1.4, lr=0.005, jitter=2, channel=None,
                seed=0, progress=False):
     """DeepDream (Mordvintsev, Olah & Tyka, 2015): boost whatever ``layer`` already sees in ``x``.
 
@@ -270,8 +270,8 @@ def _fit_size(shape_hw, size):
     return _size_pair(size)
 
 
-def style_transfer(model, content, style, content_layer, style_layers, content_weight=1.0, style_weight=1e4,
-                   tv_weight=1.0, steps=100, size=None, init="content", optimizer="adam", lr=0.02,
+def style_transfer(model, content, style, content_layer, style_layers, content_weight=1.0, style_weight=1e3,
+                   tv_weight=10.0, steps=100, size=None, init="content", optimizer="adam", lr=0.02,
                    style_layer_weights=None, style_size=None, seed=0, progress=False):
     """Gatys, Ecker & Bethge's neural style transfer ("Image style transfer using CNNs", CVPR 2016).
 

@@ -29,7 +29,9 @@ def _batch(images):
     """A batch (N, C, H, W) array/Tensor or a list of single images as a list of (H, W[, C]) arrays."""
     if isinstance(images, (list, tuple)):
         return [to_hwc(im) for im in images]
-    data = getattr(images, "data", images)
+    from ..autograd import Tensor
+
+    data = images.data if isinstance(images, Tensor) else images
     return [to_hwc(data[i]) for i in range(data.shape[0])]
 
 
@@ -54,8 +56,9 @@ def plot_images(images, titles=None, ncols=None, suptitle=None, path=None, panel
     n = len(ims)
     ncols = ncols or min(n, 5)
     nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(panel * ncols, panel * nrows + (0.4 if suptitle else 0)),
-                             squeeze=False)
+    lines = max((t.count("\n") + 1 for t in titles), default=0) if titles else 0
+    fig, axes = plt.subplots(nrows, ncols, squeeze=False,
+                             figsize=(panel * ncols, (panel + 0.18 * lines) * nrows + (0.4 if suptitle else 0)))
     for k, ax in enumerate(axes.ravel()):
         if k < n:
             _show(ax, ims[k], titles[k] if titles else None)
@@ -112,7 +115,7 @@ def plot_inversions(original, results, path=None, suptitle="reconstruction from 
     ``results``: a list of ``(layer_name, image, history)`` (from ``invert``);
     titles show the layer and the relative feature error reached.
     """
-    ims = [to_hwc(original)] + [to_hwc(img) for _, img, _ in results]
+    ims = [original] + [img for _, img, _ in results]
     titles = ["original"] + [f"{name or 'logits'}\nrel. err {h.info.get('relative_error', float('nan')):.2g}"
                              for name, _, h in results]
     return plot_images(ims, titles, ncols=min(len(ims), 6), suptitle=suptitle, path=path, panel=2.0)
@@ -120,5 +123,5 @@ def plot_inversions(original, results, path=None, suptitle="reconstruction from 
 
 def plot_style_transfer(content, style, result, path=None, suptitle="style transfer"):
     """Content, style and result side by side."""
-    return plot_images([to_hwc(content), to_hwc(style), to_hwc(result)], ["content", "style", "result"],
+    return plot_images([content, style, result], ["content", "style", "result"],
                        ncols=3, suptitle=suptitle, path=path, panel=3.0)
