@@ -45,7 +45,7 @@ def plot_lr_range(result, chosen, path):
     return path
 
 
-def plot_activations(stats, path, title="Activations through the layers (one batch, at initialisation)"):
+def plot_activations(stats, path, title="Activations through the layers (one standardised batch, the model as given)"):
     """Per-layer activation std (log scale) and, for ReLU layers, the fraction of dead units."""
     plt = _figure()
     names = [s["name"] for s in stats]
