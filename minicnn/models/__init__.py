@@ -1,9 +1,18 @@
 """Model zoo for 32x32 RGB inputs (CIFAR-10): each a plain ``nn.Module``.
 
 ``get_model(name, num_classes=10)`` builds one by name; ``MODELS`` lists them.
+Also: the inception module (``Inception``), dense prediction
+(``as_fully_convolutional``), and networks that output images
+(``IMAGE2IMAGE_MODELS``: ``conv_autoencoder``, ``unet_small``; DCGAN's
+``dcgan_generator`` and ``dcgan_discriminator``).
 """
 from .convnets import alexnet_small, lenet5, simple_cnn, vgg_small
 from .resnet import ResNetCifar, resnet20, resnet32, resnet44, resnet56, resnet110
+from .inception import Inception, inception_small
+from .allconv import allconv
+from .dense import as_fully_convolutional
+from .generative import (UNet, conv_autoencoder, dcgan_discriminator, dcgan_generator, DCGANDiscriminator,
+                         DCGANGenerator, unet_small)
 
 MODELS = {
     "lenet5": lenet5,
@@ -15,6 +24,14 @@ MODELS = {
     "resnet44": resnet44,
     "resnet56": resnet56,
     "resnet110": resnet110,
+    "inception_small": inception_small,
+    "allconv": allconv,
+}
+
+# Image-to-image networks (``minicnn train-image2image``): builders taking (in_channels, out_channels).
+IMAGE2IMAGE_MODELS = {
+    "conv_autoencoder": conv_autoencoder,
+    "unet_small": unet_small,
 }
 
 
@@ -28,4 +45,7 @@ def get_model(name, num_classes=10):
 
 
 __all__ = ["MODELS", "get_model", "lenet5", "simple_cnn", "vgg_small", "alexnet_small",
-           "ResNetCifar", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110"]
+           "ResNetCifar", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
+           "Inception", "inception_small", "allconv", "as_fully_convolutional", "IMAGE2IMAGE_MODELS",
+           "conv_autoencoder", "UNet", "unet_small", "DCGANGenerator", "DCGANDiscriminator", "dcgan_generator",
+           "dcgan_discriminator"]
