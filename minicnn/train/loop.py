@@ -38,7 +38,8 @@ def fit(model, loader, optimizer, loss_fn=F.cross_entropy, epochs=1, scheduler=N
         epochs: passes over ``loader``.
         scheduler: a learning-rate schedule stepped after every step (or None).
         on_step: called as ``on_step(logits, labels, loss)`` after every step;
-            returning True stops training there.
+            returning True stops training there (the last loss returned is
+            then the mean over that epoch's steps so far).
     """
     losses = []
     for _ in range(epochs):
