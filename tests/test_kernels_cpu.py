@@ -174,7 +174,101 @@ def test_require_gpu_turns_a_skipped_gpu_test_into_a_failure():
     assert run.returncode != 0
     assert "MINICNN_REQUIRE_GPU=1, but this GPU test was skipped" in run.stdout
     assert "1 passed" in run.stdout                      # the cpu-shim case still runs and passes
-    env.pop("MINICNN_REQUIRE_GPU")
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test],
-                         cwd=repo, env=env, capture_output=True, text=True)
-    assert run.returncode == 0 and "1 skipped" in run.stdout
+
+
+# ---------------------------------------------------------------------------
+# The fake GPU (tests/kernel_shim/fake_gpu): minicnn's GPU code paths on a CPU
+# ---------------------------------------------------------------------------
+
+FAKE_GPU = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernel_shim", "fake_gpu")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+STEPS_ON_BOTH_DEVICES = r"""
+import json, sys
+import numpy as np
+import minicnn
+import minicnn.functional as F
+from minicnn import models, optim
+from minicnn.backend import cupy_or_none, to_device
+assert getattr(cupy_or_none(), "FAKE", False), "the fake GPU is not the cupy in use"
+
+def run(name, device):
+    minicnn.nn.init.manual_seed(0)
+    model = models.get_model(name).to(device)
+    model.train()
+    opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    rng = np.random.default_rng(0)
+    x = minicnn.tensor(rng.standard_normal((2, 3, 32, 32)).astype(np.float32)).to(device)
+    y = minicnn.tensor(rng.integers(0, 10, 2)).to(device)
+    losses = []
+    for _ in range(2):
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert all(p.device == device for p in model.parameters())
+    state = {k: to_device(getattr(v, "data", v), "cpu") for k, v in model.state_dict().items()}
+    return losses, state
+
+result = {}
+for name in sys.argv[1:]:
+    (lc, sc), (lg, sg) = run(name, "cpu"), run(name, "gpu")
+    result[name] = {"losses": [lc, lg], "state_diff": max(float(np.abs(sc[k] - sg[k]).max()) for k in sc)}
+print(json.dumps(result))
+"""
+
+
+def _fake_gpu_env():
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([FAKE_GPU, REPO, os.environ.get("PYTHONPATH", "")]))
+
+
+@needs_compiler
+def test_training_steps_on_the_fake_gpu_equal_the_cpu():
+    """Two SGD steps of simple_cnn and resnet20 through every GPU branch (device moves,
+    conv by the im2col and col2im kernels, the pooling kernels, batchnorm, the optimizer)
+    give the CPU's losses and weights."""
+    import json
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", STEPS_ON_BOTH_DEVICES, "simple_cnn", "resnet20"],
+                         cwd=REPO, env=_fake_gpu_env(), capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    for name, r in json.loads(run.stdout.strip().splitlines()[-1]).items():
+        np.testing.assert_allclose(r["losses"][1], r["losses"][0], rtol=1e-5, err_msg=name)
+        assert r["state_diff"] < 1e-4, (name, r["state_diff"])     # float32, two paths of dx
+
+
+@needs_compiler
+@pytest.mark.slow
+def test_gpu_suite_on_the_fake_gpu():
+    """Every GPU-parametrised test of the suite, through minicnn's GPU branches on the fake GPU;
+    none may skip (MINICNN_REQUIRE_GPU=1)."""
+    import subprocess
+    import sys
+
+    env = dict(_fake_gpu_env(), MINICNN_REQUIRE_GPU="1")
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "gpu and not slow", "-p", "no:cacheprovider",
+                          "tests"], cwd=REPO, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-5000:]
+
+
+def test_the_fake_gpu_refuses_to_mix_devices_like_cupy():
+    import subprocess
+    import sys
+
+    code = ("import numpy as np, cupy\n"
+            "x = cupy.ones(3)\n"
+            "assert type(x).__module__ == 'cupy' and type(x * 2) is type(x) and type(x.sum()) is type(x)\n"
+            "assert isinstance(x.get(), np.ndarray) and type(x.get()) is np.ndarray\n"
+            "for bad in (lambda: x + np.ones(3), lambda: np.concatenate([x, np.ones(3)])):\n"
+            "    try:\n"
+            "        bad()\n"
+            "    except TypeError as e:\n"
+            "        assert 'mixes a GPU array with a NumPy array' in str(e)\n"
+            "    else:\n"
+            "        raise SystemExit('no error')\n"
+            "print('ok')\n")
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=_fake_gpu_env(), capture_output=True, text=True)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]

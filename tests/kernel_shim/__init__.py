@@ -148,6 +148,8 @@ class RawKernel:
         keep, pointers, guarded = [], (ctypes.c_void_p * len(args))(), []
         for k, (arg, code) in enumerate(zip(args, self.signature)):
             if code.isupper():
+                if isinstance(arg, np.ndarray):
+                    arg = arg.view(np.ndarray)        # a subclass (the fake GPU's arrays): its memory
                 buf = self._guarded_copy(k, arg, code)
                 guarded.append((arg, buf))
                 value = ctypes.c_void_p(buf.ctypes.data + GUARD * buf.itemsize)
