@@ -358,6 +358,16 @@ def test_out_is_checked_before_any_work(tiny_cifar, tmp_path, monkeypatch):
         Trainer(_cfg(tiny_cifar, tmp_path / "afile"))
     with pytest.raises(TrainingError, match=r"--out .*afile.*run: cannot create it, .*afile is a file"):
         Trainer(_cfg(tiny_cifar, tmp_path / "afile" / "run"))
+    (tmp_path / "exists").mkdir()
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+    with monkeypatch.context() as m:                       # what a read-only folder does (also when tests run as root)
+        m.setattr(trainer_mod.tempfile, "mkstemp", denied)
+        with pytest.raises(TrainingError, match=r"--out .*exists: the folder is not writable \(Permission denied\)"):
+            Trainer(_cfg(tiny_cifar, tmp_path / "exists"))
+        with pytest.raises(TrainingError, match=r"--out .*new: cannot create it: .* is not writable"):
+            Trainer(_cfg(tiny_cifar, tmp_path / "exists" / "new"))
     if os.geteuid() != 0:                                  # root may write anywhere
         ro = tmp_path / "readonly"
         ro.mkdir()
