@@ -34,7 +34,7 @@ import threading
 __all__ = [
     "apply_process_settings", "keep_freed_memory", "blas_threads", "set_blas_threads",
     "cpu_threads", "parallel_chunks", "row_blocks", "BLOCK_BYTES", "matmul", "matmul_t", "column_sums",
-    "column_mean_var", "column_dot_centred", "affine_rows",
+    "column_mean_var", "column_dot_centred", "affine_rows", "assign_increasing",
 ]
 
 
@@ -390,3 +390,21 @@ def affine_rows(A, a, B=None, b=None, c=None):
 def _module_of(a):
     """The array module of a GPU array without importing it here: ``a.__array_namespace__`` or cupy's own."""
     return sys.modules[type(a).__module__.split(".")[0]]
+
+
+
+# --------------------------------------------------------------------------
+# Masked assignment
+# --------------------------------------------------------------------------
+def assign_increasing(a, k, mask):
+    """Same as ``a[mask] = k`` (in place), when ``a >= 0`` everywhere and ``a <= k`` where ``mask`` is True.
+
+    Why: a masked assignment (or ``np.copyto(a, k, where=mask)``) is about
+    50x slower than two plain passes; under that condition
+    ``max(a, k * mask)`` sets exactly the masked entries to k and leaves the
+    others. Max pooling's scan over a window's taps, whose offsets grow
+    along the scan, uses it.
+    """
+    import numpy as np
+    xp = np if type(a) is np.ndarray else _module_of(a)
+    xp.maximum(a, mask * a.dtype.type(k), out=a)

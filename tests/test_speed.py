@@ -186,3 +186,14 @@ def test_apply_process_settings_respects_the_environment():
             "r = s.apply_process_settings()\n"
             "print(r['keep_freed_memory'], s.blas_threads() in (None, 2))")
     assert run_python(code, MINICNN_BLAS_THREADS="2", MINICNN_MALLOC_TUNING="0") == "False True"
+
+
+@settings(max_examples=30, deadline=None)
+@given(values=st.lists(st.integers(0, 20), min_size=1, max_size=30), k=st.integers(20, 40), seed=st.integers(0, 9))
+def test_assign_increasing_is_a_masked_assignment(values, k, seed):
+    a = np.array(values, dtype=np.int16)
+    mask = np.random.default_rng(seed).random(a.shape) < 0.5
+    expected = a.copy()
+    expected[mask] = k
+    speed.assign_increasing(a, k, mask)
+    np.testing.assert_array_equal(a, expected)

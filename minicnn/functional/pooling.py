@@ -7,10 +7,13 @@ each tap a strided (N, OH, OW, C) view of the (padded, channels-last)
 input. The loop definitions are ``minicnn.reference.max_pool2d`` and
 ``minicnn.reference.avg_pool2d``.
 """
+import functools
+
 import numpy as np
 
 from ..autograd import Function
 from ..backend import get_array_module
+from ..speed import assign_increasing
 from ..utils import pair
 from .windows import (add_tap, channels_last, check_4d, from_channels_last, output_hw, padded_channels_last,
                       sum_windows, valid_span, window_view)
@@ -71,21 +74,22 @@ class MaxPool2d(Function):
             y, self.indices = cuda.max_pool2d_forward_gpu(xp.ascontiguousarray(x), kernel, stride,
                                                           padding, dilation)
             return (y, self.indices) if return_indices else y
-        taps, flat = window_taps(x, kernel, stride, padding, dilation, out_hw)
+        taps = window_taps(x, self.geometry, out_hw)       # taps[k]: tap k of every window, (N, OH, OW, C)
+        origin, offsets = index_grid(self.geometry, out_hw)  # tap k of window (i, j) reads origin[i, j] + offsets[k]
         y = taps[0].copy()                                 # running max over the taps, in scan order
-        idx = np.empty(y.shape, dtype=flat[0].dtype)       # (N, OH, OW, C): flat index of y's input
-        idx[...] = flat[0]
+        at = np.zeros(y.shape, dtype=offsets.dtype)        # offsets[k] of the tap holding y
         for k in range(1, len(taps)):
-            np.copyto(idx, flat[k], where=taps[k] > y)     # strictly greater: ties keep the first
-            np.maximum(y, taps[k], out=y)                  # (a NaN propagates into y, not into idx)
+            assign_increasing(at, offsets[k], taps[k] > y)     # at[tap k > y] = offsets[k]: ties keep the first
+            np.maximum(y, taps[k], out=y)                  # (a NaN propagates into y, not into at)
         low = y.min() if y.size else 0.0
         if np.isnan(low):                                  # a window with a NaN: its last NaN wins
             has_nan = np.isnan(y)
             for k, tap in enumerate(taps):
-                np.copyto(idx, flat[k], where=has_nan & np.isnan(tap))
-        elif low == -np.inf:                               # all real inputs -inf: the first real one
-            np.copyto(idx, first_real_input(x.shape, kernel, stride, padding, dilation, out_hw),
-                      where=y == -np.inf)
+                np.copyto(at, offsets[k], where=has_nan & np.isnan(tap))
+        idx = at
+        idx += origin                                      # flat index h*W + w of the maximum
+        if low == -np.inf:                                 # all real inputs -inf: the first real one
+            np.copyto(idx, first_real_input(self.geometry, out_hw), where=y == -np.inf)
         self.indices = from_channels_last(idx)             # (N, C, OH, OW), as on the GPU
         y = from_channels_last(y)
         return (y, self.indices.astype(np.int64)) if return_indices else y
@@ -97,17 +101,17 @@ class MaxPool2d(Function):
             from .. import cuda
             return cuda.max_pool2d_backward_gpu(xp.ascontiguousarray(g), self.indices, (N, C, H, W),
                                                 kernel, stride, padding, dilation)
-        g, idx = channels_last(g), channels_last(self.indices)       # (N, OH, OW, C)
-        _, flat = window_taps(None, kernel, stride, padding, dilation, g.shape[1:3], (H, W), idx.dtype)
+        g, idx = channels_last(g), channels_last(self.indices)      # (N, OH, OW, C)
+        origin, offsets = index_grid(self.geometry, g.shape[1:3])
         if is_tiling(self.geometry):     # windows tile the input: each tap's pixels are written once
             OH, OW = g.shape[1:3]
             dx6 = np.empty((N, OH, 2, OW, 2, C), dtype=g.dtype)
             for k, (a, b) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
-                np.multiply(g, idx == flat[k], out=dx6[:, :, a, :, b, :])
+                np.multiply(g, idx == origin + offsets[k], out=dx6[:, :, a, :, b, :])
             return from_channels_last(dx6.reshape(N, H, W, C))
-        dx = np.zeros((N, H, W, C), dtype=g.dtype)   # tap k sends g where the index is its pixel
+        dx = np.zeros((N, H, W, C), dtype=g.dtype)          # tap k sends g where the max is tap k's pixel
         for k in range(kernel[0] * kernel[1]):
-            add_tap(dx, g * (idx == flat[k]), divmod(k, kernel[1]), stride, padding, dilation)
+            add_tap(dx, g * (idx == origin + offsets[k]), divmod(k, kernel[1]), stride, padding, dilation)
         return from_channels_last(dx)
 
 
@@ -118,37 +122,45 @@ def is_tiling(geometry):
             and H % 2 == 0 and W % 2 == 0)
 
 
-def window_taps(x, kernel, stride, padding, dilation, out_hw, in_hw=None, index_dtype=None):
-    """The KH*KW taps of max pooling's windows, and each tap's flat input index h*W + w.
-
-    Returns ``(taps, flat)``: taps[k] is the (N, OH, OW, C) view of tap
-    k = kh*KW + kw of every window (padding reads -inf; None when x is None),
-    and flat[k] the (1, OH, OW, 1) grid of ``(i*sh - ph + kh*dh)*W + (j*sw - pw + kw*dw)``
-    (meaningless where the tap lies in the padding, which never wins). The
-    index dtype is the smallest that holds them (int16 for CIFAR): the
-    indices are the largest array max pooling keeps (int64 when returned).
-    """
-    H, W = in_hw or x.shape[2:]
+def window_taps(x, geometry, out_hw):
+    """taps[k]: the (N, OH, OW, C) view of tap k = kh*KW + kw of every window of x (padding reads -inf)."""
+    _, kernel, stride, padding, dilation = geometry
     (KH, KW), (OH, OW) = kernel, out_hw
-    reach = (H + padding[0] + KH * dilation[0]) * (W + padding[1] + KW * dilation[1])   # > every |flat|
-    dtype = index_dtype or (np.int16 if reach < 2 ** 15 else np.int32 if reach < 2 ** 31 else np.int64)
-    h = np.arange(OH).reshape(1, OH, 1, 1) * stride[0] - padding[0]
-    w = np.arange(OW).reshape(1, 1, OW, 1) * stride[1] - padding[1]
-    flat = [((h + kh * dilation[0]) * W + w + kw * dilation[1]).astype(dtype)
-            for kh in range(KH) for kw in range(KW)]
-    if x is None:
-        return None, flat
-    if is_tiling((x.shape, kernel, stride, padding, dilation)):      # free reshape, no -inf buffer
+    if is_tiling(geometry):                                # a free reshape, no -inf buffer
         N, C = x.shape[:2]
         x6 = channels_last(x).reshape(N, OH, 2, OW, 2, C)
-        return [x6[:, :, a, :, b, :] for a in (0, 1) for b in (0, 1)], flat
+        return [x6[:, :, a, :, b, :] for a in (0, 1) for b in (0, 1)]
     windows = window_view(padded_channels_last(x, padding, value=-np.inf), kernel, out_hw, stride, dilation)
-    return [windows[:, :, :, kh, kw, :] for kh in range(KH) for kw in range(KW)], flat
+    return [windows[:, :, :, kh, kw, :] for kh in range(KH) for kw in range(KW)]
 
 
-def first_real_input(x_shape, kernel, stride, padding, dilation, out_hw):
+@functools.lru_cache(maxsize=64)
+def index_grid(geometry, out_hw):
+    """Flat input index of tap k of window (i, j) = origin[i, j] + offsets[k]; returns (origin, offsets).
+
+    origin = (i*sh - ph)*W + (j*sw - pw), an (1, OH, OW, C) array; offsets[k]
+    = kh*dh*W + kw*dw >= 0. (Meaningless for a tap in the padding, which is
+    never a window's maximum.) Along the scan order the offsets of a
+    window's real taps grow (their pixels are read row by row, left to
+    right), which is what max pooling's scan relies on. Memoised per
+    geometry: treat as read-only. The dtype is the smallest that holds every
+    index (int16 for CIFAR): the indices are the largest array max pooling
+    keeps (int64 when returned).
+    """
+    (N, C, H, W), (KH, KW), stride, padding, dilation = geometry
+    OH, OW = out_hw
+    reach = (H + padding[0] + KH * dilation[0]) * (W + padding[1] + KW * dilation[1])   # > every |index|
+    dtype = np.int16 if reach < 2 ** 15 else np.int32 if reach < 2 ** 31 else np.int64
+    rows = np.arange(OH).reshape(OH, 1, 1) * stride[0] - padding[0]
+    cols = np.arange(OW).reshape(1, OW, 1) * stride[1] - padding[1]
+    origin = np.broadcast_to(rows * W + cols, (OH, OW, C)).astype(dtype)[None]
+    offsets = np.array([kh * dilation[0] * W + kw * dilation[1] for kh in range(KH) for kw in range(KW)], dtype)
+    return origin, offsets
+
+
+def first_real_input(geometry, out_hw):
     """(1, OH, OW, 1) flat index h*W + w of each window's first tap inside the input (-1: none)."""
-    H, W = x_shape[2:]
+    (N, C, H, W), kernel, stride, padding, dilation = geometry
     first = []
     for axis, size in ((0, H), (1, W)):
         pos = np.full(out_hw[axis], -1, dtype=np.int64)
