@@ -25,8 +25,10 @@
 # train_metrics.csv. The summary is also printed last.
 #
 # Settings (environment): OUT, STEPS (default tests,bench,train: a rerun can pick one),
-# EPOCHS (30), MAX_MINUTES (4), TESTS_TIMEOUT (110 s), BENCH_TIMEOUT (110 s),
-# TRAIN_TIMEOUT (MAX_MINUTES*60 + 75 s), SRC (for --prepare: ../shared/data/cifar10-jpeg).
+# EPOCHS (30), MAX_MINUTES (4), TESTS_TIMEOUT (130 s), BENCH_TIMEOUT (100 s),
+# TRAIN_TIMEOUT (MAX_MINUTES*60 + 75 s), PYTHON (python3), TEST_WORKERS (4, with pytest-xdist),
+# SRC (for --prepare: ../shared/data/cifar10-jpeg). The limits add up to about 9 minutes at
+# worst (under the device tool's 10-minute command limit); a normal run takes less.
 #
 # Exit status: 0 all steps passed, 1 some step failed, 77 no GPU visible (nothing run).
 #
@@ -39,6 +41,8 @@ REPO=$PWD
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"     # minicnn from this checkout, no install needed
 export PYTHONUNBUFFERED=1
 export NVIDIA_TF32_OVERRIDE=0 CUPY_TF32=0                # TF32 off in cuBLAS/cuDNN, for both frameworks
+PY=${PYTHON:-$(command -v python3 || command -v python)}   # the device machine has python3 (with torch)
+export PY
 
 MODE=gpu
 DATA=""
@@ -79,11 +83,14 @@ STATUS=$WORK/status.tsv
 STEPS=${STEPS:-tests,bench,train}
 EPOCHS=${EPOCHS:-30}
 if [ "$MODE" = gpu ]; then MAX_MINUTES=${MAX_MINUTES:-4}; else MAX_MINUTES=${MAX_MINUTES:-0.5}; fi
-TESTS_TIMEOUT=${TESTS_TIMEOUT:-110}
-BENCH_TIMEOUT=${BENCH_TIMEOUT:-110}
-TRAIN_TIMEOUT=${TRAIN_TIMEOUT:-$(python -c "print(int($MAX_MINUTES * 60 + 75))")}
+TESTS_TIMEOUT=${TESTS_TIMEOUT:-130}
+BENCH_TIMEOUT=${BENCH_TIMEOUT:-100}
+# pytest-xdist (there on the device machine): workers compile CuPy's kernels in parallel
+XDIST=()
+if [ "$MODE" = gpu ] && "$PY" -c "import xdist" 2>/dev/null; then XDIST=(-n "${TEST_WORKERS:-4}"); fi
+TRAIN_TIMEOUT=${TRAIN_TIMEOUT:-$("$PY" -c "print(int($MAX_MINUTES * 60 + 75))")}
 
-python - "$WORK/env.json" <<'EOF'
+"$PY" - "$WORK/env.json" <<'EOF'
 import json, platform, subprocess, sys
 import numpy
 from minicnn.backend import cupy_or_none
@@ -103,7 +110,7 @@ json.dump(env, open(sys.argv[1], "w"), indent=2)
 print("environment:", json.dumps(env))
 EOF
 
-if [ "$MODE" = gpu ] && ! python -c "import sys, minicnn.backend as b; sys.exit(0 if b.is_gpu_available() else 1)"; then
+if [ "$MODE" = gpu ] && ! "$PY" -c "import sys, minicnn.backend as b; sys.exit(0 if b.is_gpu_available() else 1)"; then
     echo "gpu_checks.sh: SKIPPED: no GPU visible to CuPy (is cupy installed, and a CUDA device present?)."
     echo "Nothing was run. To exercise the script's plumbing on a CPU: bash bench/gpu_checks.sh --dry-run"
     rm -rf "$WORK"
@@ -124,27 +131,27 @@ run_step() {
     t1=$(date +%s.%N)
     tail -n 25 "$OUT/$name.log"
     [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ] && echo "!! $name stopped at its ${limit}s limit"
-    printf '%s\t%s\t%s\n' "$name" "$rc" "$(python -c "print($t1 - $t0)")" >> "$STATUS"
+    printf '%s\t%s\t%s\n' "$name" "$rc" "$("$PY" -c "print($t1 - $t0)")" >> "$STATUS"
 }
 
 bench_all() {      # the step benchmark, then the memory probe; fails if either fails
     local rc=0
     if [ "$MODE" = gpu ]; then
-        python bench/bench_step.py --device gpu --models simple_cnn,resnet20 --steps 30 --warmup 5 || rc=1
-        python bench/gpu_report.py memory --device gpu --models simple_cnn,resnet20 \
+        "$PY" bench/bench_step.py --device gpu --models simple_cnn,resnet20 --steps 30 --warmup 5 || rc=1
+        "$PY" bench/gpu_report.py memory --device gpu --models simple_cnn,resnet20 \
             --out "$OUT/gpu_memory.json" || rc=1
     else
         # bench_step's PyTorch baseline needs CUDA for --device gpu: the dry run times the CPU
-        python bench/bench_step.py --device cpu --models simple_cnn --batch 8 --steps 2 --warmup 1 \
+        "$PY" bench/bench_step.py --device cpu --models simple_cnn --batch 8 --steps 2 --warmup 1 \
             --no-memory || rc=1
-        python bench/gpu_report.py memory --device gpu --models simple_cnn --batch 8 \
+        "$PY" bench/gpu_report.py memory --device gpu --models simple_cnn --batch 8 \
             --out "$OUT/gpu_memory.json" || rc=1
     fi
     return $rc
 }
 
 tiny_tree() {      # a 10-class tree of 32x32 PNGs, a few images per class (dry run only)
-    python - "$1" <<'EOF'
+    "$PY" - "$1" <<'EOF'
 import sys
 from pathlib import Path
 import numpy as np
@@ -161,8 +168,8 @@ EOF
 }
 
 case ",$STEPS," in *,tests,*)   # (on the fake GPU in a dry run)
-    MINICNN_REQUIRE_GPU=1 run_step tests "$TESTS_TIMEOUT" python -m pytest -q -m "gpu and not slow" -rs \
-        -p no:cacheprovider --junitxml "$WORK/junit.xml" tests ;;
+    MINICNN_REQUIRE_GPU=1 run_step tests "$TESTS_TIMEOUT" "$PY" -m pytest -q -m "gpu and not slow" -rs \
+        "${XDIST[@]}" -p no:cacheprovider --junitxml "$WORK/junit.xml" tests ;;
 esac
 
 export MODE OUT
@@ -176,14 +183,14 @@ case ",$STEPS," in *,train,*)
             echo "!! no CIFAR-10 image tree at $DATA: pass its path (bash bench/gpu_checks.sh --prepare makes one)"
             printf 'train\t2\t0\n' >> "$STATUS"
         else
-            run_step train "$TRAIN_TIMEOUT" python -m minicnn train --model resnet20 --device gpu \
+            run_step train "$TRAIN_TIMEOUT" "$PY" -m minicnn train --model resnet20 --device gpu \
                 --data "$DATA" --epochs "$EPOCHS" --schedule onecycle --max-minutes "$MAX_MINUTES" \
                 --val-split 0 --no-progress --out "$WORK/train_run"
         fi
     else
         SUBSET=()
         if [ -n "$DATA" ]; then SUBSET=(--subset 100); else DATA=$WORK/tiny_tree; tiny_tree "$DATA"; fi
-        MINICNN_CACHE=$WORK/cache run_step train "$TRAIN_TIMEOUT" python -m minicnn train --model resnet20 \
+        MINICNN_CACHE=$WORK/cache run_step train "$TRAIN_TIMEOUT" "$PY" -m minicnn train --model resnet20 \
             --device gpu --data "$DATA" "${SUBSET[@]}" --epochs 2 --batch-size 20 --schedule onecycle \
             --max-minutes "$MAX_MINUTES" --val-split 0 --no-progress --out "$WORK/train_run"
     fi
@@ -191,7 +198,7 @@ case ",$STEPS," in *,train,*)
     [ -f "$WORK/train_run/metrics.csv" ] && cp "$WORK/train_run/metrics.csv" "$OUT/train_metrics.csv" ;;
 esac
 
-python bench/gpu_report.py summary --mode "$MODE" --status "$STATUS" --out-dir "$OUT" --env "$WORK/env.json" \
+"$PY" bench/gpu_report.py summary --mode "$MODE" --status "$STATUS" --out-dir "$OUT" --env "$WORK/env.json" \
     --junit "$WORK/junit.xml" --bench-log "$OUT/bench.log" --memory "$OUT/gpu_memory.json" \
     --train-json "$OUT/train_test.json"
 failed=$(awk -F'\t' '$2 != 0' "$STATUS" | wc -l)
