@@ -105,15 +105,19 @@ def _build(code, name_expressions):
     folder = cache_dir()
     lib_path = os.path.join(folder, f"kernels-{key}.so")
     if not os.path.exists(lib_path):
-        src_path = os.path.join(folder, f"kernels-{key}.cpp")
+        # Files of this process only, then an atomic rename: parallel test runs never see half a file.
+        src_path = os.path.join(folder, f"kernels-{key}.{os.getpid()}.cpp")
+        tmp = f"{lib_path}.{os.getpid()}.tmp"
         with open(src_path, "w", encoding="utf-8") as f:
             f.write(source)
-        tmp = f"{lib_path}.{os.getpid()}.tmp"
-        result = subprocess.run([cxx, *FLAGS, "-I", HERE, "-x", "c++", src_path, "-o", tmp],
-                                capture_output=True, text=True)
-        if result.returncode != 0:
-            raise RuntimeError(f"compiling the kernels as C++ failed ({cxx}):\n{result.stderr}")
-        os.replace(tmp, lib_path)    # atomic: a parallel run never loads half a file
+        try:
+            result = subprocess.run([cxx, *FLAGS, "-I", HERE, "-x", "c++", src_path, "-o", tmp],
+                                    capture_output=True, text=True)
+            if result.returncode != 0:
+                raise RuntimeError(f"compiling the kernels as C++ failed ({cxx}):\n{result.stderr}")
+            os.replace(tmp, lib_path)
+        finally:
+            os.remove(src_path)
     _LIBRARIES[key] = ctypes.CDLL(lib_path)
     return _LIBRARIES[key]
 
