@@ -37,7 +37,7 @@ def _common(p, steps, lr):
     p.add_argument("--lr", type=positive_number, default=lr, help="step size (pixels are in [0, 1])")
     p.add_argument("--seed", type=integer, default=0, help="seed of the starting noise and the jitter")
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="where to run")
-    p.add_argument("--out", default="runs/synthesize", help="output folder for the PNGs")
+    p.add_argument("--out", default="synthesize", help="output folder for the PNGs")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
@@ -70,7 +70,9 @@ def add_parser(sub):
                    help="layers to invert from (default: every ReLU layer and the logits)")
     p.add_argument("--size", type=positive_int, default=32,
                    help="the image is resized to SIZE x SIZE (the network's input size for the logits)")
-    p.add_argument("--tv", type=number, default=2.0, help="weight of the total-variation prior")
+    p.add_argument("--tv", type=number, default=2.0,
+                   help="weight of the total-variation prior (2 suits every layer of a natural image; "
+                        "0 for an exact inversion of an early layer)")
     p.add_argument("--beta", type=positive_number, default=2.0, help="exponent of the total variation")
     p.add_argument("--optimizer", choices=["adam", "lbfgs"], default="adam", help="adam or lbfgs (L-BFGS-B)")
     p.set_defaults(func=run_invert)
