@@ -47,7 +47,6 @@ import threading
 
 import numpy as np
 
-from . import backend
 from .backend import as_array, check_device, default_dtype, device_of, get_array_module, to_device
 
 __all__ = ["Tensor", "Function", "tensor", "no_grad", "enable_grad", "is_grad_enabled"]
@@ -228,26 +227,7 @@ class Tensor:
             check_finite: raise ``FloatingPointError`` if self is NaN/inf
                 (catches a diverging loss before it poisons the weights).
         """
-        xp = get_array_module(self.data)
-        if check_finite and not bool(xp.all(xp.isfinite(self.data))):
-            raise FloatingPointError(
-                f"backward(): the value is not finite ({self.numpy().ravel()[:4]}...); "
-                f"the loss diverged. Try a lower learning rate.")
-        if grad is None:
-            if self.data.size != 1:
-                raise RuntimeError(
-                    f"backward(): grad can be omitted only for a one-element tensor (a scalar loss), "
-                    f"got shape {self.shape}; pass grad= of that shape, or reduce with .sum()/.mean() first")
-            grad = xp.ones_like(self.data)
-        else:
-            grad = to_device(as_array(grad), device_of(self.data))     # a NumPy grad for a GPU loss
-            if grad.shape != self.shape:
-                raise ValueError(f"backward(): grad has shape {grad.shape}, expected {self.shape}")
-            grad = grad.astype(self.dtype, copy=False)
-        if not self.requires_grad:
-            raise RuntimeError(
-                "backward(): this tensor does not require grad (no input had requires_grad=True, "
-                "or it was computed under no_grad())")
+        grad = check_start_grad(self, grad, check_finite)     # 1 for a scalar loss
         if self._ctx is None:
             _accumulate_leaf(self, grad)
             return
@@ -339,6 +319,31 @@ class Tensor:
     @property
     def T(self):
         return F.transpose(self, None)
+
+
+def check_start_grad(t, grad, check_finite=False):
+    """dL/d(t) to start ``t.backward(grad)`` from, checked: ones for a one-element t (a loss) when grad is None."""
+    xp = get_array_module(t.data)
+    if check_finite and not bool(xp.all(xp.isfinite(t.data))):
+        raise FloatingPointError(
+            f"backward(): the value is not finite ({t.numpy().ravel()[:4]}...); "
+            f"the loss diverged. Try a lower learning rate.")
+    if grad is None:
+        if t.data.size != 1:
+            raise RuntimeError(
+                f"backward(): grad can be omitted only for a one-element tensor (a scalar loss), "
+                f"got shape {t.shape}; pass grad= of that shape, or reduce with .sum()/.mean() first")
+        grad = xp.ones_like(t.data)
+    else:
+        grad = to_device(as_array(grad), device_of(t.data))     # a NumPy grad for a GPU loss
+        if grad.shape != t.shape:
+            raise ValueError(f"backward(): grad has shape {grad.shape}, expected {t.shape}")
+        grad = grad.astype(t.dtype, copy=False)
+    if not t.requires_grad:
+        raise RuntimeError(
+            "backward(): this tensor does not require grad (no input had requires_grad=True, "
+            "or it was computed under no_grad())")
+    return grad
 
 
 def _accumulate_leaf(t, g):
@@ -551,30 +556,14 @@ def run_backward(root, grad, retain_graph=False):
     for fn in order:
         if fn.out_grads is None:   # no gradient reached this op (e.g. an unused output)
             continue
-        gouts = fn.out_grads
-        if fn.n_outputs > 1 and any(g is None for g in gouts):
-            # Outputs that received no gradient contribute zeros.
-            xp = get_array_module(*[g for g in gouts if g is not None])
-            gouts = [xp.zeros(*fn.output_meta[i]) if g is None else g for i, g in enumerate(gouts)]
-        grads = _backward_hook(fn, gouts)
-        if not isinstance(grads, tuple):
-            grads = (grads,)
-        if len(grads) != len(fn.inputs):
-            raise RuntimeError(
-                f"{type(fn).__name__}.backward returned {len(grads)} gradient(s) "
-                f"for {len(fn.inputs)} input(s)")
-        for i, (x, g) in enumerate(zip(fn.inputs, grads)):
-            if not (isinstance(x, Tensor) and x.requires_grad) or g is None:
+        grads = _backward_hook(fn, _output_grads(fn))        # fn.backward(*dL/d(outputs))
+        grads = check_grads(fn, grads if isinstance(grads, tuple) else (grads,))
+        for x, g in zip(fn.inputs, grads):
+            if g is None:
                 continue
-            if g.shape != x.data.shape:
-                raise RuntimeError(
-                    f"{type(fn).__name__}.backward returned a gradient of shape {g.shape} "
-                    f"for input {i}, whose shape is {x.data.shape}")
-            if g.dtype != x.data.dtype:   # e.g. a float64 constant met a float32 tensor
-                g = g.astype(x.data.dtype)
-            if x._ctx is None:
+            if x._ctx is None:        # a leaf: parameters, inputs
                 _accumulate_leaf(x, g)
-            else:
+            else:                     # made by another op: that op's backward will pass it on
                 if x._retain:
                     _accumulate_leaf(x, g)
                 _add_grad(x._ctx, x._out_index, g)
@@ -583,6 +572,38 @@ def run_backward(root, grad, retain_graph=False):
             # Free saved arrays and graph edges now: memory stays flat across steps.
             fn.__dict__.clear()
             fn.freed = True
+
+
+def _output_grads(fn):
+    """dL/d(each output of fn); outputs that received no gradient contribute zeros."""
+    gouts = fn.out_grads
+    if fn.n_outputs > 1 and any(g is None for g in gouts):
+        xp = get_array_module(*[g for g in gouts if g is not None])
+        gouts = [xp.zeros(*fn.output_meta[i]) if g is None else g for i, g in enumerate(gouts)]
+    return gouts
+
+
+def check_grads(fn, grads):
+    """The gradients ``fn.backward`` returned, checked: one per input, each of its input's shape.
+
+    Returns them with None for every input that needs no gradient, and each
+    gradient in its input's dtype (a float64 constant may meet a float32 tensor).
+    """
+    if len(grads) != len(fn.inputs):
+        raise RuntimeError(
+            f"{type(fn).__name__}.backward returned {len(grads)} gradient(s) "
+            f"for {len(fn.inputs)} input(s)")
+    checked = []
+    for i, (x, g) in enumerate(zip(fn.inputs, grads)):
+        if not (isinstance(x, Tensor) and x.requires_grad) or g is None:
+            checked.append(None)
+            continue
+        if g.shape != x.data.shape:
+            raise RuntimeError(
+                f"{type(fn).__name__}.backward returned a gradient of shape {g.shape} "
+                f"for input {i}, whose shape is {x.data.shape}")
+        checked.append(g if g.dtype == x.data.dtype else g.astype(x.data.dtype))
+    return checked
 
 
 # Tensor operators are implemented in functional; imported last (it imports this module).

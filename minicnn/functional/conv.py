@@ -26,8 +26,8 @@ from ..autograd import Function
 from ..backend import get_array_module, raw
 from ..speed import column_sums, matmul, matmul_t, parallel_chunks
 from ..utils import pair
-from .windows import (add_tap, channels_last, check_4d, conv_output_size, from_channels_last, output_hw,
-                      padded_channels_last, sum_windows, window_view)
+from .windows import (add_tap, channels_last, check_4d, conv_output_size, from_channels_last, gpu_kernels,
+                      output_hw, padded_channels_last, sum_windows, window_args, window_view)
 
 __all__ = ["im2col", "col2im", "conv2d", "conv_output_size"]
 
@@ -68,13 +68,11 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
     """
     x = raw(x)
     check_4d(x, "im2col")
-    kernel, stride = pair(kernel_size, "kernel_size", "im2col"), pair(stride, "stride", "im2col")
-    padding, dilation = pair(padding, "padding", "im2col", minimum=0), pair(dilation, "dilation", "im2col")
+    kernel, stride, padding, dilation = window_args("im2col", kernel_size, stride, padding, dilation)
     N, C = x.shape[:2]
     OH, OW = output_hw("im2col", x.shape, kernel, stride, padding, dilation)
     if get_array_module(x) is not np:     # on the GPU: kernels/im2col.cu, same contract
-        from .. import cuda
-        return cuda.im2col_gpu(x, kernel, stride, padding, dilation)
+        return gpu_kernels().im2col_gpu(x, kernel, stride, padding, dilation)
     windows = window_view(padded_channels_last(x, padding), kernel, (OH, OW), stride, dilation)
     if windows.shape[3:5] == (1, 1) and windows[:, :, :, 0, 0, :].flags.c_contiguous:
         return windows.reshape(N * OH * OW, C)     # a 1x1 stride-1 kernel: cols is x itself
@@ -114,8 +112,7 @@ def col2im(cols, x_shape, kernel_size, stride=1, padding=0, dilation=1):
     if len(x_shape) != 4:
         raise ValueError(f"col2im: x_shape must be (N, C, H, W), got {tuple(x_shape)}")
     N, C, H, W = (int(s) for s in x_shape)
-    kernel, stride = pair(kernel_size, "kernel_size", "col2im"), pair(stride, "stride", "col2im")
-    padding, dilation = pair(padding, "padding", "col2im", minimum=0), pair(dilation, "dilation", "col2im")
+    kernel, stride, padding, dilation = window_args("col2im", kernel_size, stride, padding, dilation)
     OH, OW = output_hw("col2im", x_shape, kernel, stride, padding, dilation)
     expected = (N * OH * OW, kernel[0] * kernel[1] * C)
     if tuple(cols.shape) != expected:
@@ -123,8 +120,7 @@ def col2im(cols, x_shape, kernel_size, stride=1, padding=0, dilation=1):
             f"col2im: cols must have shape (N*OH*OW, KH*KW*C) = {expected} for x_shape {tuple(x_shape)}, "
             f"got {tuple(cols.shape)}")
     if get_array_module(cols) is not np:  # on the GPU: kernels/im2col.cu (a gather per pixel)
-        from .. import cuda
-        return cuda.col2im_gpu(cols, x_shape, kernel, stride, padding, dilation)
+        return gpu_kernels().col2im_gpu(cols, x_shape, kernel, stride, padding, dilation)
     windows6 = cols.reshape(N, OH, OW, kernel[0], kernel[1], C)
     return from_channels_last(sum_windows(windows6, (H, W), stride, padding, dilation))
 
@@ -280,12 +276,10 @@ def col2im_of_product(a, b, x_shape, kernel_size, stride=(1, 1), padding=(0, 0),
     exists (KH*KW times less temporary memory) and every add moves whole
     runs of C_in floats instead of strided ones (about 3x faster).
     """
-    kernel = tuple(kernel_size)
-    taps = kernel[0] * kernel[1]
+    kernel, taps = tuple(kernel_size), kernel_size[0] * kernel_size[1]
     if get_array_module(a) is not np:
         return col2im(merge_groups(a @ b, taps), x_shape, kernel, stride, padding, dilation)
-    G, M, Cg_out = a.shape
-    N, C_in, H, W = x_shape
+    (G, _, Cg_out), (N, C_in, H, W) = a.shape, x_shape
     OH, OW = output_hw("col2im", x_shape, kernel, stride, padding, dilation)
     b_taps = np.ascontiguousarray(b.reshape(G, Cg_out, taps, C_in // G).transpose(2, 0, 1, 3))
     dx = np.zeros((N, H, W, C_in), dtype=np.result_type(a, b))

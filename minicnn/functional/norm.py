@@ -1,6 +1,4 @@
 """Batch normalization: ``batch_norm`` for (N, C) and (N, C, H, W) (any (N, C, *) in fact)."""
-import numpy as np
-
 from ..autograd import Function, Tensor
 from ..backend import get_array_module
 from ..speed import affine_rows, column_dot_centred, column_mean_var, column_sums
@@ -125,6 +123,13 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
 
     See ``BatchNorm`` for the formulas and the derivation of the backward pass.
     """
+    stats = check_batch_norm_args(x, running_mean, running_var, weight, bias, training, momentum, eps)
+    return BatchNorm.apply(x, weight, bias, running_mean=stats[0], running_var=stats[1], training=bool(training),
+                           momentum=float(momentum), eps=float(eps))
+
+
+def check_batch_norm_args(x, running_mean, running_var, weight, bias, training, momentum, eps):
+    """``batch_norm``'s argument checks, each error naming the argument; returns the running statistics as raw arrays."""
     fn = "batch_norm"
     if x.ndim < 2:
         raise ValueError(f"{fn}: input must be (N, C) or (N, C, H, W), got shape {tuple(x.shape)}")
@@ -156,5 +161,4 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
         raise ValueError(f"{fn}: momentum must be in [0, 1], got {momentum}")
     if eps <= 0:
         raise ValueError(f"{fn}: eps must be positive, got {eps}")
-    return BatchNorm.apply(x, weight, bias, running_mean=stats[0], running_var=stats[1], training=bool(training),
-                           momentum=float(momentum), eps=float(eps))
+    return stats

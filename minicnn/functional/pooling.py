@@ -15,8 +15,8 @@ from ..autograd import Function
 from ..backend import get_array_module
 from ..speed import assign_increasing
 from ..utils import pair
-from .windows import (add_tap, channels_last, check_4d, from_channels_last, output_hw, padded_channels_last,
-                      sum_windows, valid_span, window_view)
+from .windows import (add_tap, channels_last, check_4d, from_channels_last, gpu_kernels, output_hw,
+                      padded_channels_last, sum_windows, valid_span, window_view)
 
 __all__ = ["max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"]
 
@@ -70,8 +70,7 @@ class MaxPool2d(Function):
         xp = get_array_module(x)
         self.geometry = (x.shape, kernel, stride, padding, dilation)
         if xp is not np:    # on the GPU: kernels/pooling.cu, one thread per output, same indices
-            from .. import cuda
-            y, self.indices = cuda.max_pool2d_forward_gpu(xp.ascontiguousarray(x), kernel, stride,
+            y, self.indices = gpu_kernels().max_pool2d_forward_gpu(xp.ascontiguousarray(x), kernel, stride,
                                                           padding, dilation)
             return (y, self.indices) if return_indices else y
         taps = window_taps(x, self.geometry, out_hw)       # taps[k]: tap k of every window, (N, OH, OW, C)
@@ -81,7 +80,7 @@ class MaxPool2d(Function):
         for k in range(1, len(taps)):
             assign_increasing(at, offsets[k], taps[k] > y)     # at[tap k > y] = offsets[k]: ties keep the first
             np.maximum(y, taps[k], out=y)                  # (a NaN propagates into y, not into at)
-        low = y.min() if y.size else 0.0
+        low = y.min(initial=0.0)                           # NaN or -inf if some window has one
         if np.isnan(low):                                  # a window with a NaN: its last NaN wins
             has_nan = np.isnan(y)
             for k, tap in enumerate(taps):
@@ -98,8 +97,7 @@ class MaxPool2d(Function):
         xp = get_array_module(g)
         (N, C, H, W), kernel, stride, padding, dilation = self.geometry
         if xp is not np:    # the GPU kernel: one thread per input pixel gathers its gradients
-            from .. import cuda
-            return cuda.max_pool2d_backward_gpu(xp.ascontiguousarray(g), self.indices, (N, C, H, W),
+            return gpu_kernels().max_pool2d_backward_gpu(xp.ascontiguousarray(g), self.indices, (N, C, H, W),
                                                 kernel, stride, padding, dilation)
         g, idx = channels_last(g), channels_last(self.indices)      # (N, OH, OW, C)
         origin, offsets = index_grid(self.geometry, g.shape[1:3])
@@ -118,19 +116,13 @@ class MaxPool2d(Function):
 def is_tiling(geometry):
     """Whether 2x2 windows with stride 2 tile an even-sized input exactly (the classic CNN downsampling)."""
     (N, C, H, W), kernel, stride, padding, dilation = geometry
-    return (kernel == (2, 2) and stride == (2, 2) and padding == (0, 0) and dilation == (1, 1)
-            and H % 2 == 0 and W % 2 == 0)
+    return kernel == stride == (2, 2) and padding == (0, 0) and dilation == (1, 1) and H % 2 == W % 2 == 0
 
 
 def window_taps(x, geometry, out_hw):
     """taps[k]: the (N, OH, OW, C) view of tap k = kh*KW + kw of every window of x (padding reads -inf)."""
-    _, kernel, stride, padding, dilation = geometry
-    (KH, KW), (OH, OW) = kernel, out_hw
-    if is_tiling(geometry):                                # a free reshape, no -inf buffer
-        N, C = x.shape[:2]
-        x6 = channels_last(x).reshape(N, OH, 2, OW, 2, C)
-        return [x6[:, :, a, :, b, :] for a in (0, 1) for b in (0, 1)]
-    windows = window_view(padded_channels_last(x, padding, value=-np.inf), kernel, out_hw, stride, dilation)
+    _, (KH, KW), stride, padding, dilation = geometry
+    windows = window_view(padded_channels_last(x, padding, value=-np.inf), (KH, KW), out_hw, stride, dilation)
     return [windows[:, :, :, kh, kw, :] for kh in range(KH) for kw in range(KW)]
 
 
@@ -142,18 +134,17 @@ def index_grid(geometry, out_hw):
     = kh*dh*W + kw*dw >= 0. (Meaningless for a tap in the padding, which is
     never a window's maximum.) Along the scan order the offsets of a
     window's real taps grow (their pixels are read row by row, left to
-    right), which is what max pooling's scan relies on. Memoised per
-    geometry: treat as read-only. The dtype is the smallest that holds every
-    index (int16 for CIFAR): the indices are the largest array max pooling
-    keeps (int64 when returned).
+    right), which is what max pooling's scan relies on. The dtype is the
+    smallest that holds every index (int16 for CIFAR): the indices are the
+    largest array max pooling keeps (int64 when returned). Memoised per
+    geometry: treat as read-only.
     """
     (N, C, H, W), (KH, KW), stride, padding, dilation = geometry
-    OH, OW = out_hw
     reach = (H + padding[0] + KH * dilation[0]) * (W + padding[1] + KW * dilation[1])   # > every |index|
     dtype = np.int16 if reach < 2 ** 15 else np.int32 if reach < 2 ** 31 else np.int64
-    rows = np.arange(OH).reshape(OH, 1, 1) * stride[0] - padding[0]
-    cols = np.arange(OW).reshape(1, OW, 1) * stride[1] - padding[1]
-    origin = np.broadcast_to(rows * W + cols, (OH, OW, C)).astype(dtype)[None]
+    rows = np.arange(out_hw[0]).reshape(-1, 1, 1) * stride[0] - padding[0]
+    cols = np.arange(out_hw[1]).reshape(1, -1, 1) * stride[1] - padding[1]
+    origin = np.broadcast_to(rows * W + cols, (*out_hw, C)).astype(dtype)[None]
     offsets = np.array([kh * dilation[0] * W + kw * dilation[1] for kh in range(KH) for kw in range(KW)], dtype)
     return origin, offsets
 
@@ -161,13 +152,11 @@ def index_grid(geometry, out_hw):
 def first_real_input(geometry, out_hw):
     """(1, OH, OW, 1) flat index h*W + w of each window's first tap inside the input (-1: none)."""
     (N, C, H, W), kernel, stride, padding, dilation = geometry
-    first = []
-    for axis, size in ((0, H), (1, W)):
-        pos = np.full(out_hw[axis], -1, dtype=np.int64)
-        for k in reversed(range(kernel[axis])):     # the smallest valid k is written last
-            o0, o1, i0 = valid_span(k, out_hw[axis], size, stride[axis], padding[axis], dilation[axis])
-            pos[o0:o1] = i0 + np.arange(o1 - o0) * stride[axis]
-        first.append(pos)
+    first = []                                   # per axis: the first real row (column) of each window
+    for o, size, k, s, p, d in zip(out_hw, (H, W), kernel, stride, padding, dilation):
+        start = np.arange(o) * s - p             # the window's first tap, maybe in the padding
+        skip = np.maximum(0, -(start // d))      # taps to skip to get inside: ceil(-start / d)
+        first.append(np.where((skip < k) & (start + skip * d < size), start + skip * d, -1))
     h, w = first[0].reshape(-1, 1), first[1].reshape(1, -1)
     return np.where((h >= 0) & (w >= 0), h * W + w, -1).reshape(1, *out_hw, 1)
 
@@ -222,8 +211,7 @@ class AvgPool2d(Function):
         self.count_include_pad = count_include_pad
         self.gpu_kernel = xp is not np and divisor_override is None
         if self.gpu_kernel:    # the GPU kernel in kernels/pooling.cu
-            from .. import cuda
-            return cuda.avg_pool2d_forward_gpu(xp.ascontiguousarray(x), kernel, stride, padding,
+            return gpu_kernels().avg_pool2d_forward_gpu(xp.ascontiguousarray(x), kernel, stride, padding,
                                                   count_include_pad)
         windows = window_view(padded_channels_last(x, padding), kernel, out_hw, stride, (1, 1))
         y = xp.array(windows[:, :, :, 0, 0, :], copy=True)
@@ -244,8 +232,7 @@ class AvgPool2d(Function):
     def backward(self, g):
         xp = get_array_module(g)
         if self.gpu_kernel:
-            from .. import cuda
-            return cuda.avg_pool2d_backward_gpu(xp.ascontiguousarray(g), self.x_shape, self.kernel,
+            return gpu_kernels().avg_pool2d_backward_gpu(xp.ascontiguousarray(g), self.x_shape, self.kernel,
                                                    self.stride, self.padding, self.count_include_pad)
         in_hw, kernel, stride, padding = self.geometry
         g_share = channels_last(g) / self.divisor                     # (N, OH, OW, C)

@@ -29,6 +29,7 @@ import numpy as np
 
 from ..backend import get_array_module
 from ..speed import parallel_chunks
+from ..utils import pair
 
 __all__ = ["conv_output_size"]
 
@@ -47,6 +48,18 @@ def check_4d(x, fn, name="input"):
     """Raise a ValueError naming ``fn`` and ``name`` unless ``x`` is 4-D (N, C, H, W)."""
     if x.ndim != 4:
         raise ValueError(f"{fn}: {name} must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
+
+
+def window_args(fn, kernel_size, stride, padding, dilation):
+    """(kernel, stride, padding, dilation) as (height, width) pairs, checked (``utils.pair``), errors naming ``fn``."""
+    return (pair(kernel_size, "kernel_size", fn), pair(stride, "stride", fn),
+            pair(padding, "padding", fn, minimum=0), pair(dilation, "dilation", fn))
+
+
+def gpu_kernels():
+    """The raw CUDA kernels' wrappers (``minicnn.cuda``), imported only once data is on the GPU."""
+    from .. import cuda
+    return cuda
 
 
 def output_hw(fn, x_shape, kernel, stride, padding, dilation):
