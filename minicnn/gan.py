@@ -36,8 +36,8 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 
 from . import functional as F
-from .autograd import Tensor, no_grad
-from .backend import to_device
+from .autograd import Function, Tensor, no_grad
+from .backend import get_array_module, to_device
 from .data import DataLoader, Subset
 from .errors import TrainingError
 from .image2image import StopOnSignal, write_rows
@@ -47,7 +47,7 @@ from .optim import Adam
 from .serialization import load, save
 from .train import check_out_folder, format_duration, load_datasets
 
-__all__ = ["GANConfig", "bce_with_logits", "discriminator_loss", "generator_loss", "gan_step", "interpolate",
+__all__ = ["GANConfig", "BCEWithLogits", "bce_with_logits", "discriminator_loss", "generator_loss", "gan_step", "interpolate",
            "sample", "train_gan", "load_generator", "plot_samples", "plot_interpolation", "plot_losses", "FORMAT"]
 
 FORMAT = "minicnn-gan-checkpoint"
@@ -75,17 +75,46 @@ class GANConfig:
 
 
 # ------------------------------------------------------------------ losses and one step
-def bce_with_logits(logits, target):
-    """Mean binary cross-entropy of logits l against a label y in {0, 1} (or per-logit labels).
+class BCEWithLogits(Function):
+    """Mean binary cross-entropy of logits against labels, as one op.
 
-    BCE(l, y) = -(y log s + (1 - y) log(1 - s)), s = sigmoid(l), computed
-    without overflow as max(l, 0) - l y + log(1 + exp(-|l|)). Gradient:
-    dBCE/dl = sigmoid(l) - y (divided by N for the mean).
+    Forward, for logits l (any shape, N elements) and labels y (same shape):
+
+        BCE = (1/N) sum_i [ max(l_i, 0) - l_i y_i + log(1 + exp(-|l_i|)) ]
+
+    which equals -(1/N) sum_i [ y_i log s_i + (1 - y_i) log(1 - s_i) ],
+    s = sigmoid(l), without overflow for any l. Backward (smooth
+    everywhere, also at l = 0 where max and |.| have kinks that cancel):
+
+        dBCE/dl_i = (sigmoid(l_i) - y_i) / N
+
+    The labels get no gradient.
+    """
+
+    def forward(self, logits, labels):
+        xp = get_array_module(logits)
+        self.logits, self.labels = logits, labels
+        per = xp.maximum(logits, 0) - logits * labels + xp.log1p(xp.exp(-xp.abs(logits)))
+        return xp.asarray(per.mean(), dtype=logits.dtype)
+
+    def backward(self, grad):
+        xp = get_array_module(self.logits)
+        s = 1.0 / (1.0 + xp.exp(-self.logits))
+        return (grad * (s - self.labels) / self.logits.size).astype(self.logits.dtype), None
+
+
+def bce_with_logits(logits, target):
+    """Mean binary cross-entropy of logits l against a label y in {0, 1} (a number, or one per logit).
+
+    BCE(l, y) = -(y log s + (1 - y) log(1 - s)), s = sigmoid(l); see
+    ``BCEWithLogits`` for the overflow-free form and the gradient
+    (sigmoid(l) - y) / N.
     """
     if not isinstance(logits, Tensor):
         logits = Tensor(logits)
-    y = target if isinstance(target, Tensor) else Tensor(logits.xp.asarray(target, dtype=logits.dtype))
-    return F.mean(F.relu(logits) - logits * y + F.log(1.0 + F.exp(-F.abs(logits))))
+    y = target.data if isinstance(target, Tensor) else target
+    y = logits.xp.broadcast_to(logits.xp.asarray(y, dtype=logits.dtype), logits.shape)
+    return BCEWithLogits.apply(logits, y)
 
 
 def discriminator_loss(D, real, fake):
