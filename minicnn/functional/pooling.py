@@ -76,7 +76,7 @@ class MaxPool2d(Function):
         taps = window_taps(x, self.geometry, out_hw)       # taps[k]: tap k of every window, (N, OH, OW, C)
         origin, offsets = index_grid(self.geometry, out_hw)  # tap k of window (i, j) reads origin[i, j] + offsets[k]
         y = taps[0].copy()                                 # running max over the taps, in scan order
-        at = np.zeros(y.shape, dtype=offsets.dtype)        # offsets[k] of the tap holding y
+        at = np.zeros(y.shape, dtype=np.int8 if offsets[-1] < 128 else offsets.dtype)   # offsets[k] of y's tap
         for k in range(1, len(taps)):
             assign_increasing(at, offsets[k], taps[k] > y)     # at[tap k > y] = offsets[k]: ties keep the first
             np.maximum(y, taps[k], out=y)                  # (a NaN propagates into y, not into at)
@@ -85,8 +85,7 @@ class MaxPool2d(Function):
             has_nan = np.isnan(y)
             for k, tap in enumerate(taps):
                 np.copyto(at, offsets[k], where=has_nan & np.isnan(tap))
-        idx = at
-        idx += origin                                      # flat index h*W + w of the maximum
+        idx = origin + at                                  # flat index h*W + w of the maximum
         if low == -np.inf:                                 # all real inputs -inf: the first real one
             np.copyto(idx, first_real_input(self.geometry, out_hw), where=y == -np.inf)
         self.indices = from_channels_last(idx)             # (N, C, OH, OW), as on the GPU
