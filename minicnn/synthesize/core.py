@@ -424,7 +424,8 @@ def _optimize_lbfgs(model, objective, x0, steps, progress, desc, history):
     f0, _ = fun(start)
     history.record(f0, last["terms"])        # the objective at the start, as the Adam loop records it
     try:
-        res = minimize(fun, start, jac=True, method="L-BFGS-B", bounds=Bounds(np.zeros(start.size), np.ones(start.size)),
+        box = Bounds(np.zeros(start.size), np.ones(start.size))
+        res = minimize(fun, start, jac=True, method="L-BFGS-B", bounds=box,
                        callback=callback, options=dict(maxiter=max(steps - 1, 1), maxfun=steps * 3))
     finally:
         if bar is not None:

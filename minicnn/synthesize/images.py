@@ -74,7 +74,7 @@ def save_image(path, image, scale=1):
 
 
 def shared_images_dir():
-    """The sample images folder, or None: ``$MINICNN_IMAGES``, else ``shared/data/images`` found upward from the package."""
+    """The sample images folder or None: ``$MINICNN_IMAGES``, else ``shared/data/images`` above the package."""
     env = os.environ.get("MINICNN_IMAGES")
     if env:
         return Path(env) if Path(env).is_dir() else None

@@ -54,6 +54,11 @@ def _class_index(model, target):
     return int(target)
 
 
+def _child_seed(rng):
+    """A seed for a later random stream (the jitter), drawn from the method's generator."""
+    return int(rng.integers(2 ** 31))
+
+
 def _noise(rng, shape, scale, xp_device, dtype):
     """0.5 + scale * N(0, 1), clipped to [0, 1], drawn on the CPU (same image on every device)."""
     x = np.clip(0.5 + scale * rng.standard_normal(shape), 0.0, 1.0).astype(dtype)
@@ -129,14 +134,13 @@ def class_model(model, target, size=(32, 32), steps=200, lr=0.05, l2=3e-3, blur_
             clip_small_pixels(x, clip_small)
 
     with frozen(model):
-        n_classes = None
         with no_grad():
             grey = model(Tensor(to_device(np.full((1, c, h, w), 0.5, dtype=dtype), device)))
             n_classes = grey.shape[1]
         bad = [t for t in targets if not 0 <= t < n_classes]
         if bad:
             raise ValueError(f"target {bad[0]} is out of range for a model with {n_classes} classes")
-        x, history = optimize_image(model, objective, x0, steps, lr=lr, jitter=jitter, seed=seed + 1,
+        x, history = optimize_image(model, objective, x0, steps, lr=lr, jitter=jitter, seed=_child_seed(rng),
                                     after_step=regularise, progress=progress, desc="class model")
         with no_grad():
             logits = model(Tensor(x))
@@ -199,7 +203,7 @@ def invert(model, x, layer, steps=200, lr=0.05, tv=0.01, beta=2.0, init="noise",
         match = obj.feature_match(name, phi0, relative=True, name="relative_error")
         objective = match + tv * obj.tv(beta) if tv else match
         out, history = optimize_image(model, objective, x0, steps, lr=lr, optimizer=optimizer, jitter=jitter,
-                                      seed=seed + 1, progress=progress, desc=f"invert {name or 'logits'}")
+                                      seed=_child_seed(rng), progress=progress, desc=f"invert {name or 'logits'}")
         with no_grad():
             _, terms = match.evaluate(model, Tensor(out))
     history.info.update(relative_error=terms["relative_error"], layer=name)
@@ -245,6 +249,7 @@ def deep_dream(model, x, layer, steps=10, octaves=3, octave_scale=1.4, lr=0.005,
              for k in reversed(range(octaves))]
     history = History()
     starts = []
+    rng = np.random.default_rng(seed)
     with frozen(model):
         detail = None
         for k, size in enumerate(sizes):
@@ -254,7 +259,7 @@ def deep_dream(model, x, layer, steps=10, octaves=3, octave_scale=1.4, lr=0.005,
             start = start.clip(0.0, 1.0)
             starts.append(len(history))
             dream, history = optimize_image(model, objective, start, steps, lr=lr, optimizer="normalized",
-                                            jitter=jitter, seed=seed + k, progress=progress,
+                                            jitter=jitter, seed=_child_seed(rng), progress=progress,
                                             desc=f"dream octave {k + 1}/{len(sizes)}", history=history)
             detail = dream - base
     history.info.update(octave_sizes=sizes, octave_start=starts, layer=name)
@@ -350,7 +355,7 @@ def style_transfer(model, content, style, content_layer, style_layers, content_w
         objective = (content_weight * obj.feature_match(c_name, target_content, name="content")
                      + style_weight * obj.style(s_names, grams, style_layer_weights)
                      + tv_weight * obj.tv())
-        x, history = optimize_image(model, objective, x0, steps, lr=lr, optimizer=optimizer, seed=seed + 1,
+        x, history = optimize_image(model, objective, x0, steps, lr=lr, optimizer=optimizer, seed=_child_seed(rng),
                                     progress=progress, desc="style transfer")
     history.info.update(size=out_hw, content_layer=c_name, style_layers=s_names)
     return to_device(x, src_device), history

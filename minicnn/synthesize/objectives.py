@@ -109,7 +109,7 @@ def layer_power(layer):
 
 
 def feature_match(layer, target_features, relative=False, name="features"):
-    """``content_loss`` between the features at ``layer`` and ``target_features`` (divided by mean(target^2) if relative)."""
+    """``content_loss`` of the features at ``layer`` and ``target_features`` (/ mean(target^2) if relative)."""
     scale = 1.0
     if relative:
         t = target_features.data if isinstance(target_features, Tensor) else target_features
