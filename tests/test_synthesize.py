@@ -469,3 +469,45 @@ def test_gpu_result_on_input_device(xp, rng):
     assert type(img) is type(x)
     img, _ = class_model(model, 1, size=(16, 16), steps=2)
     assert type(img) is type(x)
+
+
+def test_total_variation_matches_torch(rng, torch):
+    x = rng.random((2, 3, 6, 7))
+    tx = torch.tensor(x, requires_grad=True)
+    d_h = tx[:, :, 1:, :-1] - tx[:, :, :-1, :-1]
+    d_w = tx[:, :, :-1, 1:] - tx[:, :, :-1, :-1]
+    ref = (d_h ** 2 + d_w ** 2).mean()
+    ref.backward()
+    ours_x = Tensor(x, requires_grad=True)
+    ours = total_variation(ours_x)
+    ours.backward()
+    assert ours.item() == pytest.approx(ref.item(), rel=1e-12)
+    np.testing.assert_allclose(ours_x.grad, tx.grad.numpy(), rtol=1e-10, atol=1e-14)
+
+
+def test_class_model_regularisers_act():
+    """Clipping small values leaves that fraction of pixels exactly grey; blur makes the image smoother."""
+    model = tiny_net(classes=3)
+    clipped, _ = class_model(model, 0, size=(16, 16), steps=8, blur_every=4, clip_small=0.5, jitter=0)
+    grey = np.all(clipped[0] == np.float32(0.5), axis=0).mean()
+    assert grey >= 0.45
+    sharp, _ = class_model(model, 0, size=(16, 16), steps=8, blur_every=0, jitter=0)
+    blurred, _ = class_model(model, 0, size=(16, 16), steps=8, blur_every=1, blur_sigma=1.0, jitter=0)
+    assert total_variation(blurred).item() < total_variation(sharp).item()
+
+
+def test_resnet_features_and_sizes(rng):
+    """A ResNet's ReLUs are functional: relu_layers falls back to its conv/batchnorm layers; any image size works."""
+    from collections import OrderedDict
+
+    from minicnn.models import resnet20
+    from minicnn.synthesize import relu_layers
+
+    nn.init.manual_seed(0)
+    model = nn.Sequential(OrderedDict([("normalize", nn.Normalize([0.5] * 3, [0.25] * 3)), ("net", resnet20())]))
+    model.eval()
+    names = relu_layers(model)
+    assert names[:2] == ["net.conv1", "net.bn1"]
+    x = rng.random((1, 3, 20, 28)).astype(np.float32)
+    img, hist = deep_dream(model, x, "net.blocks.1", steps=3, octaves=1, jitter=0)
+    assert img.shape == x.shape and hist[-1] < hist[0]
