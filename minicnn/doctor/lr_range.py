@@ -23,8 +23,6 @@ rates marked.
 """
 import math
 
-import numpy as np
-
 from .report import FAIL, OK, WARN, CheckResult
 
 __all__ = ["check_learning_rate", "lr_range_test"]
