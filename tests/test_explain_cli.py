@@ -85,6 +85,7 @@ def test_explain_index_layer_target_and_list_layers(trained_checkpoint, tiny_tre
     (["--images", "NOTES"], "not an image"),
     (["--images", "missing.png"], "no such file"),
     (["--index", "100000", "--data", "TREE"], "the test set has 40 images"),
+    (["--index", "100000"], "the test set has 40 images"),      # the data the checkpoint was trained on
     (["--images", "GRAY", "ALPHA", "--layer", "net.99"], "--layer net.99: no such layer"),
     (["--images", "GRAY", "--target", "unicorn"], "--target unicorn: not a class"),
     ([], "give --images"),
