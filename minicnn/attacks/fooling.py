@@ -6,11 +6,13 @@ images with evolutionary algorithms and with gradient ascent; this is the
 gradient-ascent version. Starting from noise (or flat gray), repeat
 
     g = grad_x log p_target(x)                      (log-softmax of the logits)
+    g = 0 where a pixel sits at a bound and g pushes it out
     x = clip_bounds( x + lr * g / max|g| )          (the largest pixel moves by lr)
 
 until p_target(x) >= threshold or ``steps`` run out. Normalising by the
 largest gradient entry makes ``lr`` a step in pixel units whatever the
-scale of the logits. Nothing asks the image to look like anything: the
+scale of the logits; leaving out the pixels already held at a bound keeps
+the step from shrinking to nothing once many pixels saturate. Nothing asks the image to look like anything: the
 model is confident about a picture no person would name.
 """
 import numpy as np
@@ -33,7 +35,7 @@ def input_shape_of(model, size=32):
     return (3, size, size)
 
 
-def fooling_image(model, target, steps=200, lr=0.02, start="noise", seed=0, threshold=0.99, shape=None,
+def fooling_image(model, target, steps=300, lr=0.05, start="noise", seed=0, threshold=0.99, shape=None,
                   bounds=(0, 1), device="cpu"):
     """An image (or one per target) the model assigns to ``target`` with probability >= ``threshold``.
 
@@ -90,6 +92,7 @@ def fooling_image(model, target, steps=200, lr=0.02, start="noise", seed=0, thre
             if not active.any() or step_no == steps:
                 break
             g = xt.grad
+            g = xp.where(((x <= lo) & (g < 0)) | ((x >= hi) & (g > 0)), 0, g)   # pixels held at a bound
             scale = xp.abs(g).reshape(n, -1).max(axis=1).reshape((n,) + (1,) * len(shape))
             step = lr * g / xp.maximum(scale, 1e-12)
             step = step * xp.asarray(active.astype(np.float32)).reshape((n,) + (1,) * len(shape))
