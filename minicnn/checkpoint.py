@@ -42,7 +42,7 @@ CHECKPOINT_FORMAT = "minicnn-checkpoint"
 CHECKPOINT_VERSION = 1
 
 __all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "CheckpointError", "save_checkpoint", "load_checkpoint",
-           "model_from_checkpoint", "load_model", "describe_mismatch"]
+           "model_from_checkpoint", "pixel_model", "load_model", "describe_mismatch"]
 
 
 def save_checkpoint(path, *, model_name, classes, model, optimizer, scheduler, norm, epoch, step=0,
@@ -133,6 +133,25 @@ def describe_mismatch(expected, state):
     return None
 
 
+def pixel_model(ckpt, path, model_name=None):
+    """``Sequential(normalize=nn.Normalize(mean, std), net=<the checkpoint's network>)``, in eval mode, on the CPU.
+
+    ``ckpt`` is ``load_checkpoint(path)``; ``model_name`` loads the weights
+    into another architecture of the zoo (default: the checkpoint's own).
+    The model takes pixels in [0, 1]; ``model.classes`` lists the class names.
+    """
+    from . import nn   # nn is above this module's callers; imported here to keep checkpoint light
+
+    net = model_from_checkpoint(ckpt, path, model_name)
+    if "norm_mean" not in ckpt or "norm_std" not in ckpt:
+        raise CheckpointError(f"{path} has no normalisation statistics (norm_mean, norm_std)")
+    model = nn.Sequential(OrderedDict([("normalize", nn.Normalize(ckpt["norm_mean"], ckpt["norm_std"])),
+                                       ("net", net)]))
+    model.classes = [str(c) for c in ckpt.get("classes", [str(i) for i in range(int(ckpt.get("num_classes", 10)))])]
+    model.eval()
+    return model
+
+
 def load_model(path, device="cpu"):
     """The trained model of checkpoint ``path``, ready for analysis.
 
@@ -143,15 +162,7 @@ def load_model(path, device="cpu"):
     is the checkpoint's). Layers are named as ``model.named_modules()``
     gives them (``net.0``, ``net.layer1.0.conv1``, ...).
     """
-    from . import nn   # nn is above this module's callers; imported here to keep checkpoint light
-
-    ckpt = load_checkpoint(path)
-    net = model_from_checkpoint(ckpt, path)
-    if "norm_mean" not in ckpt or "norm_std" not in ckpt:
-        raise CheckpointError(f"{path} has no normalisation statistics (norm_mean, norm_std)")
-    model = nn.Sequential(OrderedDict([("normalize", nn.Normalize(ckpt["norm_mean"], ckpt["norm_std"])),
-                                       ("net", net)]))
-    model.classes = [str(c) for c in ckpt.get("classes", [str(i) for i in range(int(ckpt.get("num_classes", 10)))])]
+    model = pixel_model(load_checkpoint(path), path)
     model.to(device)
     model.eval()
     return model

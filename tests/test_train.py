@@ -469,3 +469,116 @@ def test_sigterm_in_process_saves_like_ctrl_c(tiny_cifar, tmp_path, monkeypatch)
     assert signal.getsignal(signal.SIGTERM) is previous          # the handler is put back
     ckpt = load(str(out / "last.npz"))
     assert (ckpt["epoch"], ckpt["step"]) == (0, 2)
+
+
+# ------------------------------------------------------------------ regularisers (--l1, --l2, --max-norm)
+def test_penalties_enter_the_loss_as_their_formulas(tiny_cifar, tmp_path):
+    """loss = CE + l1 * sum|w| + l2 * sum w^2 over conv/linear weights; gradient CE' + l1 sign(w) + 2 l2 w."""
+    from minicnn import functional as F
+
+    l1, l2 = 3e-3, 2e-2
+    t = Trainer(_cfg(tiny_cifar, tmp_path / "pen", model="simple_cnn", l1=l1, l2=l2), log=lambda *_: None)
+    names = {id(p): n for n, p in t.model.named_parameters()}
+    assert sorted(names[id(p)] for p in t.regularised) == ["0.weight", "13.weight", "4.weight", "8.weight"]
+    t.train_loader.set_epoch(0)
+    images, labels = next(iter(t.train_loader))
+    t.model.train()
+    logits = t.model(images)
+    weights = [p.data.astype(np.float64) for p in t.regularised]
+    expected = F.cross_entropy(logits, labels).item() + l1 * sum(np.abs(w).sum() for w in weights) \
+        + l2 * sum((w ** 2).sum() for w in weights)
+    loss = t.loss_fn(logits, labels)
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+
+    t.model.zero_grad()
+    loss.backward()
+    with_penalty = {n: p.grad.copy() for n, p in t.model.named_parameters()}
+    t.model.zero_grad()
+    F.cross_entropy(t.model(images), labels).backward()
+    for n, p in t.model.named_parameters():
+        extra = l1 * np.sign(p.data) + 2 * l2 * p.data if id(p) in {id(q) for q in t.regularised} else 0.0
+        np.testing.assert_allclose(with_penalty[n], p.grad + extra, rtol=1e-4, atol=1e-6, err_msg=n)
+
+
+def test_l2_is_weight_decay_times_two(rng):
+    """--l2 lambda makes the same SGD (momentum) and Adam updates as --weight-decay 2 * lambda."""
+    import minicnn
+    from minicnn import functional as F
+    from minicnn import nn, optim
+    from minicnn.train import fit, param_groups, regularised_loss
+
+    x = rng.standard_normal((12, 6)).astype(np.float32)
+    y = rng.integers(0, 3, 12)
+    batches = [(minicnn.tensor(x[i:i + 4]), minicnn.tensor(y[i:i + 4])) for i in range(0, 12, 4)]
+    for make_opt in (lambda g: optim.SGD(g, lr=0.3, momentum=0.9), lambda g: optim.Adam(g, lr=0.05)):
+        runs = []
+        for l2, wd in ((0.05, 0.0), (0.0, 0.1)):
+            nn.init.manual_seed(1)
+            model = nn.Linear(6, 3)
+            fit(model, batches, make_opt(param_groups(model, wd)),
+                loss_fn=regularised_loss(F.cross_entropy, [model.weight], l2=l2),
+                epochs=2)
+            runs.append(model.state_dict())
+        for k in runs[0]:
+            np.testing.assert_allclose(runs[0][k], runs[1][k], rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+def test_max_norm_keeps_every_unit_inside_the_ball_after_each_step(tiny_cifar, tmp_path, monkeypatch):
+    import minicnn.train.trainer as trainer_mod
+
+    c = 0.5
+    t = Trainer(_cfg(tiny_cifar, tmp_path / "mn", max_norm=c, epochs=1), log=lambda *_: None)
+
+    def norms(p):
+        return np.sqrt((p.data.astype(np.float64) ** 2).reshape(p.shape[0], -1).sum(axis=1))
+
+    assert any((norms(p) > c).any() for p in t.regularised)            # He init: rows start outside
+    checked = []
+    real = trainer_mod.apply_max_norm
+
+    def checking(params, cc):
+        n = real(params, cc)
+        checked.append(all((norms(p) <= c).all() for p in params))     # right after each step
+        return n
+    monkeypatch.setattr(trainer_mod, "apply_max_norm", checking)
+    biases = {n: p.data.copy() for n, p in t.model.named_parameters() if n.endswith("bias")}
+    t.run()
+    assert len(checked) == len(t.train_loader) and all(checked)
+    for p in t.regularised:
+        assert (norms(p) <= c).all()
+    assert {id(p) for p in t.regularised}.isdisjoint(id(p) for n, p in t.model.named_parameters()
+                                                     if n in biases)           # biases are not constrained
+
+
+def test_regulariser_options_through_the_cli(tiny_cifar, tmp_path):
+    """``minicnn train --l1 --l2 --max-norm`` as a user runs it; they define the run for --resume."""
+    import subprocess
+    import sys
+
+    def run(*args):
+        out = subprocess.run([sys.executable, "-m", "minicnn", "train", "--model", "lenet5", "--data", tiny_cifar,
+                              "--epochs", "1", "--batch-size", "40", "--val-split", "0", "--out", str(tmp_path / "r"),
+                              "--no-progress", *args], capture_output=True, text=True, timeout=120,
+                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        return out.returncode, out.stdout, out.stderr
+
+    rc, out, err = run("--l1", "1e-5", "--l2", "2e-4", "--max-norm", "3", "--weight-decay", "0")
+    assert rc == 0, err
+    assert "regularisers: l1 1e-05, l2 0.0002, max-norm 3 per unit on 5 weight tensors" in out
+    import json
+    config = json.loads(load(str(tmp_path / "r" / "last.npz"))["config"])
+    assert (config["l1"], config["l2"], config["max_norm"]) == (1e-5, 2e-4, 3.0)
+    rc, out, err = run("--l1", "1e-5", "--l2", "1e-3", "--max-norm", "3", "--weight-decay", "0", "--resume")
+    assert rc == 2 and "--l2 0.001 (checkpoint: 0.0002)" in err and "Traceback" not in err
+    rc, out, err = run("--l1", "-1")
+    assert rc == 2 and "argument --l1: must be a number >= 0" in err
+
+
+@pytest.mark.parametrize("field, value, option", [
+    ("l1", -1e-3, "--l1"), ("l2", float("nan"), "--l2"), ("max_norm", 0.0, "--max-norm"),
+    ("max_norm", -2.0, "--max-norm")])
+def test_regulariser_config_errors_name_the_option(field, value, option):
+    from minicnn.train import complete_config
+
+    with pytest.raises(TrainingError, match=option):
+        complete_config(TrainConfig(**{field: value}))

@@ -1,6 +1,20 @@
 """``minicnn train`` and ``minicnn eval``: training on CIFAR-10 and the test accuracy of a checkpoint."""
 from .common import HelpFormatter, check_device, integer, number, positive_int, positive_number
 
+
+
+def non_negative(text):
+    """argparse type: a finite number >= 0 (a penalty's weight)."""
+    import argparse
+
+    value = number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
+    return value
+
+
+non_negative.__name__ = "non-negative number"
+
 TRAIN_DESCRIPTION = """\
 Train a CNN on CIFAR-10 and report its test accuracy.
 
@@ -16,12 +30,29 @@ examples:
   minicnn train --model simple_cnn --epochs 15 --out runs/simple_cnn     # CPU, minutes
   minicnn train --model resnet20 --device gpu --out runs/resnet20        # the paper's recipe, on a GPU
   minicnn train --model resnet20 --epochs 5 --max-minutes 30             # a capped CPU run
-  minicnn train --adversarial pgd --adv-eps 8/255 --out runs/robust      # adversarial training"""
+  minicnn train --adversarial pgd --adv-eps 8/255 --out runs/robust      # adversarial training
+  minicnn train --l2 2.5e-4 --weight-decay 0 --max-norm 3 --out runs/l2   # regularisers (docs/11)
+  minicnn train --init-from runs/simple_cnn/best.npz --freeze backbone --data ./pets --out runs/ft
+                                                  # fine-tuning: a new head for pets' classes (docs/12)
+
+--l2 LAMBDA adds LAMBDA * sum(w^2) to the loss (gradient 2*LAMBDA*w): the same
+update as --weight-decay 2*LAMBDA with SGD or Adam, but it shows in the
+training loss; the two add up (pass --weight-decay 0 to use --l2 alone).
+--freeze patterns are globs over parameter names ('*' matches dots too; a
+module's name matches all its parameters; 'backbone' is everything but the
+head); batchnorm layers whose parameters are all frozen keep their running
+statistics (eval mode) while the rest trains."""
 
 EVAL_EXAMPLES = """\
 examples:
   minicnn eval --checkpoint runs/simple_cnn/best.npz
-  minicnn eval --checkpoint runs/resnet20/last.npz --data ./data/cifar10-jpeg --device gpu"""
+  minicnn eval --checkpoint runs/resnet20/last.npz --data ./data/cifar10-jpeg --device gpu
+  minicnn eval --checkpoint runs/a/best.npz runs/b/best.npz runs/c/best.npz   # an ensemble
+
+With several checkpoints, the models' softmax probabilities are averaged
+(each model normalises the pixels with its own training statistics); the
+table gives each model's and the ensemble's accuracy. Checkpoints trained on
+different class lists are refused."""
 
 DATA_HELP = ("CIFAR-10 location: an image-folder tree with train/ and test/, or a folder with "
              "cifar-10-batches-py/ or cifar-10-python.tar.gz, or 'download'. Default: the first found of "
@@ -75,6 +106,23 @@ def add_parser(sub):
                    help="L-inf size of the adversarial perturbation, on [0, 1] pixels; fractions such as "
                         "8/255 are accepted (default: 8/255)")
     t.add_argument("--adv-steps", type=positive_int, default=7, help="PGD steps")
+    reg = t.add_argument_group("regularisers (docs/11-regularisation.md)")
+    reg.add_argument("--l1", type=non_negative, default=0.0, metavar="LAMBDA",
+                     help="add LAMBDA * sum |w| over the conv and linear weights (no biases, no batchnorm) "
+                          "to the loss")
+    reg.add_argument("--l2", type=non_negative, default=0.0, metavar="LAMBDA",
+                     help="add LAMBDA * sum w^2 over the same weights to the loss; = --weight-decay 2*LAMBDA "
+                          "(the two add up)")
+    reg.add_argument("--max-norm", type=positive_number, default=None, metavar="C",
+                     help="after each step, scale every unit's weight vector (a filter, a row of a linear "
+                          "layer) with L2 norm above C back to norm C (default: none)")
+    ft = t.add_argument_group("fine-tuning (docs/12-fine-tuning.md)")
+    ft.add_argument("--init-from", default=None, metavar="CKPT",
+                    help="start from this checkpoint's weights (same architecture as --model); the head is "
+                         "re-initialised when the data's classes differ from the checkpoint's")
+    ft.add_argument("--freeze", action="append", default=None, metavar="PATTERN",
+                    help="do not train the parameters whose names match this glob (repeatable; '*' matches "
+                         "dots too; a module's name matches all its parameters; 'backbone' = all but the head)")
     t.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     t.set_defaults(func=cmd_train)
 
@@ -82,8 +130,8 @@ def add_parser(sub):
                        description="The test accuracy, per-class accuracy and confusion matrix of a\n"
                                    "checkpoint written by minicnn train. Only the test split is read.",
                        epilog=EVAL_EXAMPLES, formatter_class=HelpFormatter)
-    e.add_argument("--checkpoint", required=True, metavar="FILE",
-                   help="a .npz written by minicnn train (OUT/best.npz or OUT/last.npz)")
+    e.add_argument("--checkpoint", required=True, nargs="+", metavar="FILE",
+                   help="a .npz written by minicnn train (OUT/best.npz or OUT/last.npz); several: an ensemble")
     e.add_argument("--data", default=None, help=DATA_HELP)
     e.add_argument("--model", default=None, choices=sorted(MODELS), metavar="MODEL",
                    help="model to load the weights into (default: the checkpoint's own)")
@@ -104,7 +152,8 @@ def cmd_train(args):
                       subset=args.subset, device=args.device, seed=args.seed,
                       out=args.out or f"runs/{args.model}", resume=args.resume, progress=args.progress,
                       max_minutes=args.max_minutes, adversarial=args.adversarial, adv_eps=args.adv_eps,
-                      adv_steps=args.adv_steps)
+                      adv_steps=args.adv_steps, l1=args.l1, l2=args.l2, max_norm=args.max_norm,
+                      init_from=args.init_from, freeze=list(args.freeze or []))
     check_device(args.device)
     trainer = Trainer(cfg)
     acc = trainer.run()
@@ -115,10 +164,14 @@ def cmd_train(args):
 
 def cmd_eval(args):
     from ..speed import apply_process_settings
-    from ..train import evaluate_checkpoint
+    from ..train import evaluate_checkpoint, evaluate_checkpoints
 
     apply_process_settings()
     check_device(args.device)
-    evaluate_checkpoint(args.checkpoint, data=args.data, device=args.device, model_name=args.model,
-                        progress=args.progress)
+    if len(args.checkpoint) == 1:
+        evaluate_checkpoint(args.checkpoint[0], data=args.data, device=args.device, model_name=args.model,
+                            progress=args.progress)
+    else:
+        evaluate_checkpoints(args.checkpoint, data=args.data, device=args.device, model_name=args.model,
+                             progress=args.progress)
     return 0

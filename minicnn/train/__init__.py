@@ -8,6 +8,12 @@
 - ``evaluation``: loss, accuracy and confusion matrix on held-out images;
   ``evaluate_checkpoint`` (``minicnn eval``).
 - ``reports``: metrics.csv, the learning curves, the confusion matrix.
+- ``regularisation``: ``--l1``, ``--l2`` (loss terms) and ``--max-norm`` (a
+  constraint after each step) over the weights, through ``minicnn.nn.utils``.
+- ``finetune``: ``--init-from`` and ``--freeze``: loading a trained network
+  (a new head for other classes), freezing parameters, batchnorm of frozen layers.
+- ``ensemble``: ``Ensemble`` (the mean of several models' probabilities),
+  ``evaluate_ensemble``; ``minicnn eval`` with several checkpoints.
 - ``trainer``: ``Trainer``, one run of ``minicnn train``: ``fit`` once per
   epoch, with checkpoints, resuming, progress, Ctrl-C/SIGTERM and time caps.
 
@@ -21,7 +27,11 @@ from .config import (ADVERSARIAL_METHODS, DEFAULT_MODEL, TrainConfig, build_opti
                      complete_config, defaults_for, param_groups)
 from .datasets import DEFAULT_DATA_PLACES, how_to_get_data, load_datasets, resolve_data
 from .evaluation import evaluate, evaluate_checkpoint
+from .ensemble import Ensemble, EnsembleResult, evaluate_checkpoints, evaluate_ensemble, format_ensemble_table
+from .finetune import (BACKBONE, check_architecture, freeze, frozen_batchnorm_layers, head_keys,
+                       init_from_checkpoint, keep_frozen_statistics, match_patterns)
 from .loop import fit
+from .regularisation import apply_max_norm, regularised_loss, regularised_parameters
 from .reports import format_report, plot_confusion, plot_curves, write_metrics
 from .trainer import (ESTIMATE_AFTER_STEPS, RUN_DEFINING, Trainer, check_out_folder, estimate_message,
                       format_duration)
@@ -33,4 +43,8 @@ __all__ = [
     "evaluate", "evaluate_checkpoint", "format_report", "plot_curves", "plot_confusion", "write_metrics",
     "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "save_checkpoint", "load_checkpoint", "model_from_checkpoint",
     "RUN_DEFINING", "ESTIMATE_AFTER_STEPS", "check_out_folder", "format_duration", "estimate_message",
+    "Ensemble", "EnsembleResult", "evaluate_ensemble", "evaluate_checkpoints", "format_ensemble_table",
+    "BACKBONE", "head_keys", "check_architecture", "match_patterns", "freeze", "frozen_batchnorm_layers",
+    "keep_frozen_statistics", "init_from_checkpoint", "regularised_loss", "regularised_parameters",
+    "apply_max_norm",
 ]

@@ -44,6 +44,11 @@ class TrainConfig:
     adversarial: str = "none"        # none | fgsm | pgd: train on adversarial examples of each batch
     adv_eps: float = 8 / 255         # their L-inf budget, in [0, 1] pixels
     adv_steps: int = 7               # PGD steps
+    l1: float = 0.0                  # loss += l1 * sum |w| over the weights (no biases, no batchnorm)
+    l2: float = 0.0                  # loss += l2 * sum w^2 over the same weights (see regularisation)
+    max_norm: float = None           # after each step, every unit's weight vector is scaled back to norm <= c
+    init_from: str = None            # fine-tuning: start from this checkpoint's weights (finetune)
+    freeze: list = field(default_factory=list)   # fine-tuning: glob patterns of parameters left untrained
     extra: dict = field(default_factory=dict)
 
 
@@ -91,14 +96,32 @@ def complete_config(cfg):
                             f"got {cfg.adv_eps}")
     if not cfg.adv_steps >= 1:
         raise TrainingError(f"--adv-steps must be >= 1, got {cfg.adv_steps}")
+    for name in ("l1", "l2"):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 \
+                or value == float("inf"):
+            raise TrainingError(f"--{name} must be a number >= 0 (the penalty's weight), got {value!r}")
+    if cfg.max_norm is not None and (isinstance(cfg.max_norm, bool) or not isinstance(cfg.max_norm, (int, float))
+                                     or not 0 < cfg.max_norm < float("inf")):
+        raise TrainingError(f"--max-norm must be a positive number (the largest norm of a unit's weights), "
+                            f"got {cfg.max_norm!r}")
+    if isinstance(cfg.freeze, str):
+        cfg.freeze = [cfg.freeze]
+    cfg.freeze = [str(p) for p in (cfg.freeze or [])]       # a list, as the checkpoint's JSON holds it
+    if cfg.init_from is not None:
+        cfg.init_from = str(cfg.init_from)
     return cfg
 
 
 def param_groups(model, weight_decay):
-    """Weight decay on conv/linear weights only, none on biases and batchnorm parameters (1-D)."""
+    """Weight decay on conv/linear weights only, none on biases and batchnorm parameters (1-D).
+
+    Frozen parameters (``requires_grad=False``, fine-tuning) are left out of the optimizer.
+    """
     decay, no_decay = [], []
     for _, p in model.named_parameters():
-        (no_decay if p.ndim <= 1 else decay).append(p)
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": 0.0}]
 

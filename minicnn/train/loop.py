@@ -23,6 +23,7 @@ Example (a tiny problem, a few seconds)::
     losses = fit(model, loader, optimizer, epochs=5)   # mean training loss of each epoch
 """
 from .. import functional as F
+from .finetune import keep_frozen_statistics
 
 __all__ = ["fit"]
 
@@ -44,6 +45,7 @@ def fit(model, loader, optimizer, loss_fn=F.cross_entropy, epochs=1, scheduler=N
     losses = []
     for _ in range(epochs):
         model.train()                          # dropout on, batchnorm uses batch statistics
+        keep_frozen_statistics(model)          # ...except batchnorm layers whose parameters are all frozen
         total, seen = 0.0, 0
         for images, labels in loader:
             logits = model(images)             # forward

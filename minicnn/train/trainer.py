@@ -30,7 +30,7 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import asdict, fields
+from dataclasses import MISSING, asdict, fields
 
 import numpy as np
 
@@ -48,7 +48,9 @@ from ..speed import apply_process_settings
 from .config import TrainConfig, build_optimizer, build_scheduler, complete_config
 from .datasets import load_datasets
 from .evaluation import evaluate
+from .finetune import check_architecture, freeze, frozen_batchnorm_layers, head_keys, init_from_checkpoint
 from .loop import fit
+from .regularisation import apply_max_norm, regularised_loss, regularised_parameters
 from .reports import format_report, plot_confusion, plot_curves, write_metrics
 
 __all__ = ["Trainer", "RUN_DEFINING", "ESTIMATE_AFTER_STEPS", "check_out_folder", "format_duration",
@@ -57,7 +59,7 @@ __all__ = ["Trainer", "RUN_DEFINING", "ESTIMATE_AFTER_STEPS", "check_out_folder"
 # Settings that define a run: --resume refuses to change them.
 RUN_DEFINING = ("epochs", "batch_size", "optimizer", "lr", "momentum", "nesterov", "weight_decay",
                 "schedule", "label_smoothing", "augment", "val_split", "subset", "seed",
-                "adversarial", "adv_eps", "adv_steps")
+                "adversarial", "adv_eps", "adv_steps", "l1", "l2", "max_norm", "init_from", "freeze")
 ESTIMATE_AFTER_STEPS = 20      # the time estimate is printed after this many timed steps
 
 
@@ -129,7 +131,8 @@ def _seed_step(seed, epoch, step):
 
 def _check_same_run(saved, cfg, path):
     """A resumed run must keep the settings that define it (else it would not end where the original would)."""
-    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    defaults = {f.name: (f.default_factory() if f.default_factory is not MISSING else f.default)
+                for f in fields(TrainConfig)}
     diffs = [f"--{k.replace('_', '-')} {getattr(cfg, k)} (checkpoint: {saved.get(k, defaults[k])})"
              for k in RUN_DEFINING if saved.get(k, defaults[k]) != getattr(cfg, k)]
     if diffs:
@@ -170,25 +173,45 @@ class Trainer:
             _check_same_run(json.loads(ckpt["config"]), cfg, self.last_path)
         if cfg.adversarial != "none":
             self._adversarial_examples()     # fails now, not after decoding, when minicnn.attacks is missing
+        init = None
+        if cfg.init_from is not None and ckpt is None:     # (a resumed run has its weights in last.npz)
+            init = load_checkpoint(cfg.init_from)
+            check_architecture(cfg.model, init, cfg.init_from)
 
         train_full, self.test_set, desc = load_datasets(cfg.data, progress=cfg.progress)
         self.classes = list(train_full.classes)
         self.train_set, self.val_set = self._split(train_full)
 
         # Per-channel statistics of the training images (not hard-coded guesses).
-        norm = (ckpt["norm_mean"], ckpt["norm_std"]) if ckpt else channel_stats(self.train_set)
+        # Fine-tuning keeps the statistics the loaded layers were trained with.
+        source = ckpt if ckpt is not None else init
+        norm = (source["norm_mean"], source["norm_std"]) if source is not None else channel_stats(self.train_set)
         self.norm = (np.asarray(norm[0], dtype=np.float64), np.asarray(norm[1], dtype=np.float64))
         self._build_loaders()
 
         nn_init.manual_seed(cfg.seed)
         self.model = get_model(cfg.model, num_classes=len(self.classes))
+        self.loaded, self.reinitialised, self.frozen = [], [], []
+        if init is not None:
+            self.loaded, self.reinitialised = init_from_checkpoint(self.model, cfg.model, init, cfg.init_from,
+                                                                   self.classes)
+        if cfg.freeze:
+            self.frozen = freeze(self.model, cfg.freeze, head=head_keys(cfg.model, len(self.classes)))
+            if not any(p.requires_grad for p in self.model.parameters()):
+                raise TrainingError(f"--freeze {' '.join(cfg.freeze)} freezes every parameter: nothing would "
+                                    f"be trained")
         self.model.to(cfg.device)
         self.fit_model = self.model
         if cfg.adversarial != "none":    # the attacks work on [0, 1] pixels: normalise inside the model
             self.fit_model = nn.Sequential(OrderedDict([("normalize", nn.Normalize(*self.norm)),
                                                         ("net", self.model)]))
             self.fit_model.to(cfg.device)
-        self.loss_fn = functools.partial(F.cross_entropy, label_smoothing=cfg.label_smoothing)
+        # The weights the penalties and --max-norm act on (no biases, no batchnorm, nothing frozen).
+        self.regularised = regularised_parameters(self.model)
+        if (cfg.l1 or cfg.l2 or cfg.max_norm) and not self.regularised:
+            raise TrainingError("--l1/--l2/--max-norm: the model has no trainable weight to regularise")
+        self.loss_fn = regularised_loss(functools.partial(F.cross_entropy, label_smoothing=cfg.label_smoothing),
+                                        self.regularised, l1=cfg.l1, l2=cfg.l2)
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg, len(self.train_loader))
         self.epoch, self.step, self.history, self.best_acc = 0, 0, [], -1.0
@@ -239,7 +262,24 @@ class Trainer:
         cfg = self.cfg
         self.log(f"data: {desc}; train {len(self.train_set)}, val {len(self.val_set) if self.val_set else 0}, "
                  f"test {len(self.test_set)} images")
-        self.log(f"model: {cfg.model} ({self.model.num_parameters():,} parameters) on {cfg.device}; "
+        trainable = self.model.num_parameters(trainable_only=True)
+        total = self.model.num_parameters()
+        counted = f"{total:,} parameters" + (f", {trainable:,} trained" if trainable != total else "")
+        if cfg.init_from is not None and not self.resumed:
+            self.log(f"init from {cfg.init_from}: loaded {len(self.loaded)} entries"
+                     + (f"; re-initialised the head for {len(self.classes)} classes: "
+                        f"{', '.join(self.reinitialised)}" if self.reinitialised else " (all of them)"))
+        if self.frozen:
+            shown = ", ".join(self.frozen[:8]) + (f", ... ({len(self.frozen)} in all)" if len(self.frozen) > 8 else "")
+            bns = [n for n, _ in frozen_batchnorm_layers(self.model)]
+            self.log(f"frozen (--freeze {' '.join(cfg.freeze)}): {shown}"
+                     + (f"; batchnorm layers in eval mode (statistics kept): {', '.join(bns)}" if bns else ""))
+        if cfg.l1 or cfg.l2 or cfg.max_norm:
+            parts = [f"l1 {cfg.l1:g}" if cfg.l1 else "", f"l2 {cfg.l2:g}" if cfg.l2 else "",
+                     f"max-norm {cfg.max_norm:g} per unit" if cfg.max_norm else ""]
+            self.log(f"regularisers: {', '.join(p for p in parts if p)} on {len(self.regularised)} weight "
+                     f"tensors (biases and batchnorm excluded)")
+        self.log(f"model: {cfg.model} ({counted}) on {cfg.device}; "
                  f"{cfg.optimizer} lr {cfg.lr} momentum "
                  f"{'0.95-0.85 (cycled)' if cfg.schedule == 'onecycle' else cfg.momentum} wd {cfg.weight_decay}, "
                  f"{cfg.schedule} schedule, {cfg.epochs} epochs of {len(self.train_loader)} steps, "
@@ -327,6 +367,8 @@ class Trainer:
                    disable=not cfg.progress, leave=False, dynamic_ncols=True)
 
         def after_step(logits, labels, loss):
+            if cfg.max_norm:                        # the constraint, right after optimizer.step()
+                apply_max_norm(self.regularised, cfg.max_norm)
             loss_value = loss.item()
             if cfg.check_finite and not np.isfinite(loss_value):
                 raise TrainingError(
