@@ -453,3 +453,23 @@ def test_gradient_on_the_gpu(xp, rng):
         np.testing.assert_allclose(cpu(g), fn(gap_net().to("cpu"), x, 1), rtol=1e-4, atol=1e-6)
     assert minicnn.backend.device_of(E.grad_cam(model, xp.asarray(x), 1, "relu2")) == "gpu"
     assert minicnn.backend.device_of(E.occlusion(model, xp.asarray(x), 1, window=2, stride=2)) == "gpu"
+
+
+# ----------------------------------------------------------- property: any linear model, any shape
+from hypothesis import given, strategies as st  # noqa: E402
+
+
+@given(st.integers(1, 3), st.integers(1, 5), st.integers(1, 6), st.integers(2, 4), st.integers(1, 3),
+       st.integers(0, 2 ** 31 - 1))
+def test_closed_forms_of_a_linear_model_for_any_shape(c, h, w, k, n, seed):
+    rng = np.random.default_rng(seed)
+    wt = rng.standard_normal((k, c, h, w))
+    x = rng.random((n, c, h, w))
+    model = linear_model(wt, b=rng.standard_normal(k))
+    target = rng.integers(0, k, n)
+    np.testing.assert_allclose(E.gradient(model, x, target), wt[target], rtol=1e-12)
+    np.testing.assert_allclose(E.integrated_gradients(model, x, target, steps=2), wt[target] * x,
+                               rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(E.occlusion(model, x, target, window=1, stride=1, baseline=0.0, score="logit"),
+                               (wt[target] * x).sum(axis=1), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(E.saliency(model, x, target), np.abs(wt[target]).max(axis=1), rtol=1e-12)

@@ -1,4 +1,5 @@
 """Receptive fields: theory (hand-computed for the zoo models) and the effective field (Luo et al.)."""
+import functools
 from collections import OrderedDict
 
 import numpy as np
@@ -8,6 +9,12 @@ import minicnn
 from minicnn import nn
 from minicnn.explain import Pair, effective_receptive_field, layer_geometry, receptive_field
 from minicnn.models import get_model
+
+
+@functools.lru_cache(maxsize=None)
+def _zoo_geometry(name):
+    """layer_geometry of a zoo model, once per model (building ResNet-20 is the slow part)."""
+    return layer_geometry(get_model(name), (3, 32, 32))
 
 
 def _state(model):
@@ -43,7 +50,7 @@ def test_pair_equals_a_number_and_a_tuple():
     ("alexnet_small", "12", 51, 8, 0),
 ])
 def test_zoo_receptive_fields_match_hand_computed(model_name, layer, size, jump, start):
-    rf = receptive_field(get_model(model_name), layer)
+    rf = _zoo_geometry(model_name)[layer]
     assert rf.size == (size, size) and rf.jump == (jump, jump) and rf.start == (start, start)
 
 
@@ -128,3 +135,55 @@ def test_effective_receptive_field_lies_inside_the_theoretical_one():
     assert erf[~inside].max() == 0 and erf[inside].sum() > 0
     # the centre pixel matters more than the field's corners (the ERF is centre-heavy)
     assert erf[12, 12] > erf[top, left]
+
+
+# ------------------------------------------------------------------ property: theory == brute force
+from hypothesis import assume, given, strategies as st  # noqa: E402
+
+layer_spec = st.one_of(
+    st.tuples(st.just("conv"), st.integers(1, 4), st.integers(1, 2), st.integers(0, 2), st.integers(1, 2)),
+    st.tuples(st.just("avg"), st.integers(2, 3), st.integers(1, 2), st.integers(0, 1), st.just(1)),
+)
+
+
+@given(st.lists(layer_spec, min_size=1, max_size=3), st.integers(12, 20))
+def test_receptive_field_is_exactly_the_pixels_a_unit_depends_on(specs, side):
+    """With positive weights and inputs (and average pooling) the pixels a unit depends on (its
+    nonzero input gradient) are its theoretical field region(i, j)."""
+    layers = []
+    for kind, k, s, p, d in specs:
+        p = min(p, k // 2)
+        if kind == "conv":
+            conv = nn.Conv2d(1, 1, k, stride=s, padding=p, dilation=d)
+            conv.weight.data[...] = 1
+            conv.bias.data[...] = 0
+            layers.append(conv)
+        else:
+            layers.append(nn.AvgPool2d(k, stride=s, padding=p))
+    model = nn.Sequential(*layers).double()
+    x = minicnn.tensor(np.ones((1, 1, side, side)), requires_grad=True)
+    try:
+        y = model(x)
+    except ValueError:          # the stack shrinks the image to nothing
+        assume(False)
+    h, w = y.shape[2:]
+    geometry = receptive_field(model, str(len(layers) - 1), input_size=(1, side, side))
+    for i, j in {(0, 0), (h // 2, w // 2), (h - 1, w - 1)}:
+        x.grad = None
+        seed = np.zeros(y.shape)
+        seed[0, 0, i, j] = 1
+        model(x).backward(seed)
+        (top, bottom), (left, right) = geometry.region(i, j)
+        want = np.zeros((side, side), bool)
+        want[max(top, 0):bottom + 1, max(left, 0):right + 1] = True
+        used = x.grad[0, 0] != 0
+        msg = f"{specs} unit {(i, j)} {geometry}"
+        # Nothing outside the field is ever used. A field that crosses the border is an upper
+        # bound there (it counts pixels seen only through padding); one inside the image is exact,
+        # up to the holes that dilation or a stride larger than the kernel leave (it is their span).
+        assert not (used & ~want).any(), msg
+        if top >= 0 and left >= 0 and bottom < side and right < side:
+            if all(d == 1 and st <= k for _, k, st, _, d in specs):     # no holes: every pixel is used
+                np.testing.assert_array_equal(used, want, err_msg=msg)
+            rows, cols = np.nonzero(used)
+            assert (rows.min(), rows.max(), cols.min(), cols.max()) == (top, bottom, left, right), msg
