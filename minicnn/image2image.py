@@ -16,7 +16,7 @@ each image's PSNR), next to the same scores of the corrupted input itself
 (the baseline a network has to beat; for colourisation the grey image in
 all three channels). A run writes to ``--out``: ``metrics.csv``,
 ``curves.png``, ``grid.png`` (input, output and target of a few test
-images, redrawn after every epoch), ``test.json`` and ``last.npz`` (the
+images spread over the test set, redrawn after every epoch), ``test.json`` and ``last.npz`` (the
 checkpoint: ``minicnn.save``, atomic, no pickle). Ctrl-C or SIGTERM
 finishes the step, saves ``last.npz`` and stops; ``--resume`` continues
 exactly where it stopped.
@@ -338,8 +338,8 @@ def train_image2image(cfg, log=print):
     optimizer = Adam(model.parameters(), lr=cfg.lr)
     loader = DataLoader(train_set, cfg.batch_size, shuffle=True, seed=cfg.seed, device=cfg.device)
     test_loader = DataLoader(test_set, cfg.batch_size, device=cfg.device)
-    grid_x = DataLoader(test_set, min(cfg.grid_images, len(test_set)), device=cfg.device)
-    grid_x = next(iter(grid_x))[0].data
+    spread = np.unique(np.linspace(0, len(test_set) - 1, min(cfg.grid_images, len(test_set))).astype(int))
+    grid_x = next(iter(DataLoader(Subset(test_set, spread), len(spread), device=cfg.device, prefetch=False)))[0].data
     epoch, step, history, partial = 0, 0, [], {"loss_sum": 0.0, "seen": 0, "elapsed": 0.0}
     if cfg.resume:
         if not os.path.isfile(last_path):
