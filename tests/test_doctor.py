@@ -221,6 +221,12 @@ def test_data_seen_through_the_models_own_normalize():
     assert r["data"].status == OK and r["data"].details["seen_after_model_normalize"]
 
 
+def test_optimizer_factory_may_take_the_model():
+    r = examine(seeded(bn_net), make_data(), lambda m: optim.SGD(m.parameters(), lr=0.05, momentum=0.9),
+                checks=["overfit_one_batch", "batch_regularisation"], settings=SETTINGS)
+    assert r.context["lr"] == 0.05 and r["overfit_one_batch"].status == OK
+
+
 def test_recipe_without_regularisation_warns():
     r = examine(seeded(bn_net), make_data(), sgd(wd=0), checks=["batch_regularisation"], train_size=50000)
     assert r["batch_regularisation"].status == WARN

@@ -225,13 +225,17 @@ def cmd_doctor(args):
         if unknown:
             raise CLIError(f"--checks: unknown check(s) {', '.join(unknown)}; choose from {', '.join(CHECKS)}")
     train, test, where = _datasets(args)
+    arch = args.model
     if args.checkpoint:
+        from ..checkpoint import load_checkpoint
+
         model = _load_checkpoint_model(args.checkpoint, args.device)
-        name = args.checkpoint
+        arch = load_checkpoint(args.checkpoint)["model_name"]
+        name = f"{args.checkpoint} ({arch})"
     else:
         model = get_model(args.model, num_classes=len(train.classes)).to(args.device)
         name = args.model
-    defaults = defaults_for(args.model)
+    defaults = defaults_for(arch)
     lr = args.lr if args.lr is not None else defaults["lr"]
     wd = args.weight_decay if args.weight_decay is not None else defaults["weight_decay"]
     loader, test_loader = _loaders(args, train, test, with_normalize=not args.checkpoint)

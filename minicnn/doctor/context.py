@@ -176,8 +176,18 @@ class Context:
         return m
 
     def optimizer(self, model):
-        """The recipe's optimizer over ``model``'s parameters (the factory gets a list of them)."""
-        return self.optimizer_factory([p for p in model.parameters() if p.requires_grad])
+        """The recipe's optimizer over ``model``'s parameters.
+
+        The factory gets the list of the parameters that require a gradient; a
+        factory written for the model itself (``lambda m: SGD(m.parameters(), ...)``)
+        gets the model when the list has no ``.parameters``.
+        """
+        try:
+            return self.optimizer_factory([p for p in model.parameters() if p.requires_grad])
+        except AttributeError as e:
+            if "parameters" not in str(e):
+                raise
+            return self.optimizer_factory(model)
 
     def loss(self, logits, labels):
         return self.loss_fn(logits, labels)

@@ -63,7 +63,8 @@ def examine(model, train_loader, optimizer_factory=None, *, lr=None, loss_fn=Non
             once. ``train_loader.dataset`` (its length, labels), ``.batch_size``
             and ``.transform`` are read when present.
         optimizer_factory: ``params -> optimizer`` (called with a list of a
-            copy's parameters), e.g. ``lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9)``.
+            copy's parameters), e.g. ``lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9)``;
+            ``model -> optimizer`` (``lambda m: optim.SGD(m.parameters(), ...)``) works too.
             Default: SGD with momentum 0.9 at ``lr`` (0.01 if not given). Its
             first group's ``lr`` is the "chosen" rate.
         lr: the learning rate of the default optimizer.
