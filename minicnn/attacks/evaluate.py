@@ -50,7 +50,8 @@ ATTACKS = {
                True),
     "deepfool": (lambda m, x, y, eps, seed, bounds: deepfool(m, x, bounds=bounds), False),
     "one-pixel": (lambda m, x, y, eps, seed, bounds: one_pixel(m, x, y, seed=seed, bounds=bounds), False),
-    "minimal": (lambda m, x, y, eps, seed, bounds: _untargeted_minimal(m, x, y, bounds=bounds), False),
+    "minimal": (lambda m, x, y, eps, seed, bounds: _untargeted_minimal(m, x, y, max_iter=50, search_steps=5,
+                                                                       bounds=bounds), False),
 }
 
 

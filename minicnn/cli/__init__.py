@@ -25,7 +25,7 @@ examples:
   minicnn COMMAND --help                         # each command's options, defaults and examples"""
 
 # The verbs, in the order ``minicnn --help`` lists them: (verb module in this package).
-VERB_MODULES = ("train", "gradcheck", "synthesize", "doctor", "explain", "image2image", "gan")
+VERB_MODULES = ("train", "gradcheck", "synthesize", "doctor", "explain", "image2image", "gan", "attack")
 
 
 def build_parser():
