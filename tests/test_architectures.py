@@ -308,3 +308,22 @@ def test_dcgan_generator_and_discriminator_gradcheck_float64():
     x = np.random.default_rng(2).standard_normal((2, 1, 32, 32))
     rep = minicnn.gradcheck(D, [x], sample=12)
     assert rep.passed, rep
+
+
+def test_minicnn_train_accepts_the_new_models_and_their_checkpoints_convert(tiny_tree, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "inc"
+    r = subprocess.run([sys.executable, "-m", "minicnn", "train", "--model", "inception_small", "--data", tiny_tree,
+                        "--epochs", "1", "--batch-size", "50", "--val-split", "0", "--out", str(out), "--no-progress"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                       env=dict(__import__("os").environ, PYTHONPATH=str(root)))
+    assert r.returncode == 0, r.stderr
+    model = minicnn.load_model(out / "last.npz")
+    fcn = as_fully_convolutional(model)
+    x = np.random.default_rng(0).random((3, 3, 32, 32), dtype=np.float32)
+    with minicnn.no_grad():
+        np.testing.assert_allclose(fcn(tensor(x)).data[:, :, 0, 0], model(tensor(x)).data, rtol=1e-4, atol=1e-4)

@@ -124,12 +124,10 @@ def as_fully_convolutional(model, input_size=32, pool=True, in_channels=None):
     size = (input_size, input_size) if np.isscalar(input_size) else tuple(int(s) for s in input_size)
     if len(size) != 2 or min(size) < 1:
         raise ValueError(f"as_fully_convolutional: input_size must be a positive int or pair, got {input_size!r}")
-    was_training = model.training
-    try:
-        fcn = _convert(copy.deepcopy(model), size, bool(pool), in_channels)
-    finally:
-        model.train(was_training)
-    fcn.train(was_training)
+    fcn = _convert(copy.deepcopy(model), size, bool(pool), in_channels)     # the model itself is never touched
+    modes = {m.training for m in model.modules()}
+    if len(modes) == 1:                           # the usual case: the copy, new layers included, in the model's mode
+        fcn.train(modes.pop())
     if hasattr(model, "classes"):
         fcn.classes = list(model.classes)
     return fcn
@@ -161,9 +159,14 @@ def _convert(model, size, pool, in_channels):
     global_pool = bool(body_layers) and _is_global_pool(body_layers[-1][1])
     features = body_layers[:-1] if global_pool else body_layers
     body = nn.Sequential(OrderedDict(features))
-    body.eval()
-    c, h, w = _map_shape(body, in_channels, size)
-    stride = _map_stride(body, in_channels, size, (h, w))
+    modes = [(m, m.training) for m in body.modules()]
+    body.eval()                                   # measure the map in eval mode (no batchnorm update) ...
+    try:
+        c, h, w = _map_shape(body, in_channels, size)
+        stride = _map_stride(body, in_channels, size, (h, w))
+    finally:
+        for m, mode in modes:                     # ... then give every layer of the copy its mode back
+            m.train(mode)                         # (parents come before their children: each ends as it was)
     new = list(features)
     if global_pool:
         if pool:
@@ -175,6 +178,7 @@ def _convert(model, size, pool, in_channels):
     for name, m in head:
         if isinstance(m, nn.Linear):
             conv = linear_to_conv(m, c, kernel if first else (1, 1))
+            conv.train(m.training)
             new.append((name, conv))
             c, first = m.out_features, False
         else:
