@@ -137,3 +137,11 @@ def test_style_transfer_of_shared_photo_and_texture(trained_checkpoint):
     assert img.shape == content.shape and img.min() >= 0 and img.max() <= 1
     assert hist.terms["style"][-1] < hist.terms["style"][0]
     assert hist[-1] < hist[0]
+
+
+def test_layers_cli(trained_checkpoint):
+    r = cli("layers", "--checkpoint", trained_checkpoint)
+    assert r.returncode == 0, r.stderr
+    assert "net.2" in r.stdout and "(1, 32, 32, 32)" in r.stdout and "<- ReLU" in r.stdout
+    r = cli("layers", "--checkpoint", trained_checkpoint, "--size", "40", "40")
+    assert r.returncode == 0 and "not reached at this size" in r.stdout

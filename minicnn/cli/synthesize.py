@@ -18,6 +18,7 @@ Synthesise images by gradient descent on pixels through a trained network
                 (Mahendran & Vedaldi 2015, total-variation prior)
   dream         DeepDream: boost what a layer sees, over octaves
   style         Gatys et al.'s style transfer: CONTENT in the style of STYLE
+  layers        list the layer names (and output shapes) to pass to the others
 
 Layers are named as model.named_modules() names them (net.2, net.9, ...;
 '' or 'logits' for the output). Defaults pick the network's ReLU layers."""
@@ -106,6 +107,15 @@ def add_parser(sub):
     p.add_argument("--init", choices=["content", "noise"], default="content", help="starting image")
     p.add_argument("--optimizer", choices=["adam", "lbfgs"], default="adam", help="adam or lbfgs (L-BFGS-B)")
     p.set_defaults(func=run_style)
+
+    p = methods.add_parser("layers", help="list the model's layer names and output shapes",
+                           formatter_class=HelpFormatter,
+                           epilog="example:\n  minicnn synthesize layers --checkpoint runs/vgg_small/best.npz")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint written by minicnn train (.npz)")
+    p.add_argument("--size", type=positive_int, nargs=2, default=(32, 32), metavar=("H", "W"),
+                   help="input size the shapes are computed for")
+    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="where to run")
+    p.set_defaults(func=run_layers)
     return s
 
 
@@ -229,6 +239,47 @@ def run_dream(args):
     return 0
 
 
+def run_layers(args):
+    """Print every layer's name, type and output shape (a forward pass of a grey image), marking the ReLUs."""
+    import numpy as np
+
+    from ..autograd import Tensor, no_grad
+    from ..backend import to_device
+    from ..synthesize import frozen, relu_layers
+
+    model = _load(args)
+    channels = int(model.normalize.mean.shape[0]) if hasattr(model, "normalize") else 3
+    shapes, handles = {}, []
+    relus = set(relu_layers(model))
+
+    def record(name):
+        def hook(module, inputs, output):
+            shapes.setdefault(name, tuple(output.shape))      # returns None: the output is kept
+        return hook
+
+    try:
+        for name, m in model.named_modules():
+            handles.append(m.register_forward_hook(record(name)))
+        with frozen(model), no_grad():
+            x = to_device(np.full((1, channels) + tuple(args.size), 0.5, dtype=np.float32), args.device)
+            try:
+                model(Tensor(x))
+            except ValueError as e:        # e.g. a linear head that needs the training size
+                failed = str(e)
+            else:
+                failed = None
+    finally:
+        for h in handles:
+            h.remove()
+    print(f"{'layer':<24s} {'type':<14s} output shape for a {args.size[0]}x{args.size[1]} input")
+    for name, m in model.named_modules():
+        mark = "  <- ReLU (default feature layer)" if name in relus else ""
+        print(f"{name or 'logits (the model)':<24s} {type(m).__name__:<14s} {shapes.get(name, '-')}{mark}")
+    if failed:
+        print(f"(layers without a shape are not reached at this size: {failed})")
+    return 0
+
+
 def default_style_layers(model):
     """(content layer, style layers) from the model's ReLUs: the middle one, and every one up to it (at most 5)."""
     from ..synthesize import relu_layers
@@ -262,4 +313,5 @@ def run_style(args):
     return 0
 
 
-__all__ = ["add_parser", "run_class_model", "run_invert", "run_dream", "run_style", "default_style_layers"]
+__all__ = ["add_parser", "run_class_model", "run_invert", "run_dream", "run_style", "run_layers",
+           "default_style_layers"]
