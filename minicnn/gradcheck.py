@@ -12,7 +12,7 @@ sum of a normalised output does not depend on x at all.
 
 An element passes when
 
-    |analytic - numeric| <= atol + rtol * |numeric|
+    |analytic - numeric| <= atol + rtol * |numeric|      (both finite: NaN or inf fails)
 
 and the report shows, for every checked tensor, the element closest to
 failing: the largest ratio |analytic - numeric| / (atol + rtol * |numeric|)
@@ -170,10 +170,12 @@ class CheckReport:
         a, n = analytic.reshape(-1)[counted], numeric.reshape(-1)[counted]
         diff = np.abs(a - n)
         tol = atol + rtol * np.abs(n)
+        ok = _within(a, n, atol, rtol)
         ratio = np.where(tol > 0, diff / np.where(tol > 0, tol, 1), np.where(diff > 0, np.inf, 0.0))
+        ratio = np.where(np.isnan(ratio), np.inf, ratio)     # NaN in either value: as bad as it gets
         scale = np.maximum(np.abs(a), np.abs(n))
         rel = np.where(scale > 0, diff / np.where(scale > 0, scale, 1), 0.0)
-        self.n_failed = int((diff > tol).sum()) + sum(not k["accepted"] for k in self.kinks)
+        self.n_failed = int((~ok).sum()) + sum(not k["accepted"] for k in self.kinks)
         if diff.size:
             w, r = int(np.argmax(ratio)), int(np.argmax(rel))
             self.worst_index = _idx(counted[w], self.shape)
@@ -182,7 +184,7 @@ class CheckReport:
             self.max_abs_err, self.max_rel_err = float(diff.max()), float(rel[r])
             self.rel_index = _idx(counted[r], self.shape)
             self.rel_numeric, self.rel_abs_err = float(n[r]), float(diff[r])
-            self.rel_ok = bool(diff[r] <= tol[r])
+            self.rel_ok = bool(ok[r])
         else:
             self.worst_index, self.worst_analytic, self.worst_numeric = None, 0.0, 0.0
             self.worst_abs_err = self.worst_ratio = self.worst_tol = 0.0
@@ -539,7 +541,7 @@ def _run_checks(fn, tensors, targets, replay, eps, atol, rtol, seed, sample, det
         numeric[checked] = (plus - minus) / (2 * eps)
 
         kinks = []
-        bad = np.abs(a[checked] - numeric[checked]) > atol + rtol * np.abs(numeric[checked])
+        bad = ~_within(a[checked], numeric[checked], atol, rtol)
         for j in np.flatnonzero(bad) if detect_kinks else ():
             i = int(checked[j])
             with no_grad():
@@ -552,6 +554,11 @@ def _run_checks(fn, tensors, targets, replay, eps, atol, rtol, seed, sample, det
         reports.append(CheckReport(label, kind, index, t.shape, a.reshape(t.shape), numeric.reshape(t.shape),
                                    checked, atol, rtol, kinks, note, seed))
     return reports, warnings
+
+
+def _within(analytic, numeric, atol, rtol):
+    """|analytic - numeric| <= atol + rtol * |numeric|, element-wise; False where either is NaN or inf."""
+    return np.isfinite(analytic) & np.isfinite(numeric) & (np.abs(analytic - numeric) <= atol + rtol * np.abs(numeric))
 
 
 def _kink(l0, l_m1, l_m2, l_p1, l_p2, eps, analytic, atol, rtol):
@@ -570,6 +577,8 @@ def _kink(l0, l_m1, l_m2, l_p1, l_p2, eps, analytic, atol, rtol):
     """
     left = (3 * l0 - 4 * l_m1 + l_m2) / (2 * eps)
     right = (-3 * l0 + 4 * l_p1 - l_p2) / (2 * eps)
+    if not (math.isfinite(left) and math.isfinite(right) and math.isfinite(analytic)):
+        return None                     # NaN/inf: nothing to compare, the element fails as it is
     tol = atol + rtol * max(abs(left), abs(right))
     if abs(left - right) <= tol:
         return None                     # smooth here: the mismatch is genuine

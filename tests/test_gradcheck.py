@@ -614,3 +614,26 @@ def test_kinks_anywhere_within_the_step_never_fail_a_correct_relu_nor_hide_a_wro
     assert all(k["accepted"] for k in good.inputs[0].kinks)
     bad = gradcheck(MyReLUTwice.apply, [x], seed=seed)
     assert not bad.passed and bad.inputs[0].n_failed >= 1
+
+
+class NanInBackward(Function):
+    """y = x**2 with a correct backward except one NaN element (a 0/0 in a student's formula)."""
+
+    def forward(self, x):
+        self.x = x
+        return x * x
+
+    def backward(self, g):
+        grad = 2 * self.x * g
+        grad[0, 1] = np.nan
+        return grad
+
+
+def test_nan_or_inf_gradient_fails_and_is_shown_as_worst():
+    x = np.random.default_rng(0).standard_normal((2, 3))
+    rep = gradcheck(NanInBackward.apply, [x])
+    r = rep.inputs[0]
+    assert not rep.passed and r.n_failed == 1 and r.worst_index == (0, 1), rep
+    # a forward that gives NaN (log of a negative number) cannot be checked: it fails, never passes
+    with np.errstate(invalid="ignore"):
+        assert not gradcheck(F.log, [-np.abs(x) - 0.1]).passed
