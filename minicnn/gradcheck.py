@@ -508,10 +508,11 @@ def _run_checks(fn, tensors, targets, replay, eps, atol, rtol, seed, sample, det
                 if isinstance(o, Tensor) and o.dtype.kind == "f" and o.dtype != np.float64]
     rng = np.random.default_rng(seed)
     upstream = [rng.standard_normal(np.shape(o.data if isinstance(o, Tensor) else o)) for o in outs]
-    # Analytic: backward of L = sum_k sum(G_k * y_k).
+    # Analytic: backward of L = sum_k sum(G_k * y_k). Each backward gets a copy of G_k: a backward
+    # that writes into its upstream gradient must not change the G the numeric side uses.
     for o, g in zip(outs, upstream):
         if isinstance(o, Tensor) and o.requires_grad:
-            o.backward(g, retain_graph=True)
+            o.backward(g.copy(), retain_graph=True)
     del outs
 
     def loss():

@@ -637,3 +637,20 @@ def test_nan_or_inf_gradient_fails_and_is_shown_as_worst():
     # a forward that gives NaN (log of a negative number) cannot be checked: it fails, never passes
     with np.errstate(invalid="ignore"):
         assert not gradcheck(F.log, [-np.abs(x) - 0.1]).passed
+
+
+class ShiftDoublingInPlace(Function):
+    """y = x + 1 (dx = g), with a backward that doubles g IN PLACE: wrong by a factor 2."""
+
+    def forward(self, x):
+        return x + 1
+
+    def backward(self, g):
+        g *= 2
+        return g
+
+
+def test_a_backward_writing_into_its_upstream_gradient_cannot_fool_the_check():
+    x = np.random.default_rng(0).standard_normal((2, 3))
+    rep = gradcheck(ShiftDoublingInPlace.apply, [x])
+    assert not rep.passed and rep.inputs[0].n_failed == 6, rep
