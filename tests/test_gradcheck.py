@@ -515,6 +515,8 @@ def test_wrong_gradient_at_a_kink_outside_both_sides_fails():
     k = rep.inputs[0].kinks
     assert len(k) == 1 and k[0]["index"] == (0,) and not k[0]["accepted"]
     assert not rep.passed and "NOT between them" in str(rep)
+    # 1e-7 (the rejected kink) and 0.5 (twice the slope) fail; -0.5 (gradient 0) passes
+    assert rep.inputs[0].n_failed == 2 and "2 out of tolerance" in str(rep)
 
 
 def test_max_pool_tie_within_eps_is_a_kink():
