@@ -259,7 +259,7 @@ def _plot_curves(history, path, task):
     a1.set(xlabel="epoch", ylabel="mean squared error", title=f"{task}: reconstruction error")
     a2.plot(epochs, [h["test_psnr"] for h in history], marker=".", label="network output")
     if history and history[0].get("input_psnr") not in (None, ""):
-        a2.plot(epochs, [h["input_psnr"] for h in history], ls="--", label="corrupted input")
+        a2.plot(epochs, [h["input_psnr"] for h in history], ls="--", marker="x", label="corrupted input (baseline)")
     a2.set(xlabel="epoch", ylabel="PSNR (dB)", title="test PSNR (higher is better)")
     for ax in (a1, a2):
         ax.grid(alpha=0.3)
