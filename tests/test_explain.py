@@ -316,6 +316,10 @@ def test_targets_int_sequence_none_and_errors(lin):
         E.gradient(model, x, 4)
     with pytest.raises(ValueError, match="sequence of 2"):
         E.saliency(model, x, [1, 2, 3])
+    np.testing.assert_allclose(E.gradient(model, x, np.array(3)), w[[3, 3]])     # a 0-d array is one index
+    for fractional in (1.5, np.float64(2.0), np.array(1.5), [1.0, 2.0]):          # never truncated to an int
+        with pytest.raises(ValueError, match="integer indices"):
+            E.gradient(model, x, fractional)
     with pytest.raises(ValueError, match="x\\[None\\]"):
         E.gradient(model, x[0], 1)
     with pytest.raises(ValueError, match="score"):

@@ -91,12 +91,10 @@ def resolve_targets(logits, target):
         t = np.full(n, int(target), dtype=np.int64)
     else:
         t = np.asarray(to_device(target, "cpu") if hasattr(target, "__cuda_array_interface__") else target)
-        if t.ndim == 0:
-            t = np.full(n, int(t), dtype=np.int64)
-        if t.ndim != 1 or t.shape[0] != n or t.dtype.kind not in "iu":
+        if t.dtype.kind not in "iu" or t.ndim > 1 or (t.ndim == 1 and t.shape[0] != n):
             raise ValueError(f"target must be a class index, a sequence of {n} integer indices (one "
                              f"per image) or None, got {target!r}")
-        t = t.astype(np.int64)
+        t = np.full(n, int(t), dtype=np.int64) if t.ndim == 0 else t.astype(np.int64)
     if t.size and (t.min() < 0 or t.max() >= k):
         raise ValueError(f"target must lie in [0, {k}) for a model with {k} classes, got {t.tolist()}")
     return xp.asarray(t)
