@@ -91,6 +91,8 @@ def test_evaluate_ensemble_reports_members_and_ensemble(rng):
     assert result.accuracy == pytest.approx(np.mean(mean_p.argmax(1) == labels))
     assert result.loss == pytest.approx(-np.mean(np.log(mean_p[np.arange(40), labels])), rel=1e-4)
     assert result.confusion.sum() == 40 and np.trace(result.confusion) == round(result.accuracy * 40)
+    again = evaluate_ensemble(Ensemble(models), loader)                  # an Ensemble; classes from the output
+    assert again.member_accuracies == result.member_accuracies and again.confusion.shape == (4, 4)
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +119,7 @@ def test_eval_of_several_checkpoints_through_the_cli(trained_checkpoint, second_
         assert f"{100 * acc:12.2f}%" in table
 
 
-def test_checkpoints_with_different_class_lists_are_refused(trained_checkpoint, tmp_path, tiny_tree):
+def test_checkpoints_with_different_class_lists_are_refused(trained_checkpoint, tmp_path, tiny_tree, capsys):
     from minicnn.serialization import load, save
 
     ckpt = load(trained_checkpoint)
@@ -128,3 +130,7 @@ def test_checkpoints_with_different_class_lists_are_refused(trained_checkpoint, 
         evaluate_checkpoints([trained_checkpoint, other], data=tiny_tree, log=lambda *_: None, progress=False)
     msg = str(info.value)
     assert f"{other} was trained on classes ['c0'" in msg and trained_checkpoint in msg and "same classes" in msg
+    from minicnn.cli import main
+    assert main(["eval", "--checkpoint", trained_checkpoint, other, "--data", tiny_tree, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "minicnn eval: error:" in err and "same classes" in err and "Traceback" not in err

@@ -137,7 +137,13 @@ def test_batchnorm_of_frozen_layers_keeps_its_statistics(rng):
 def test_trainer_freezes_and_keeps_frozen_batchnorm_statistics(tiny_tree, tmp_path):
     t = Trainer(_cfg(tiny_tree, tmp_path / "f", freeze=["0", "1"]), log=lambda *_: None)
     before = {k: v.copy() for k, v in t.model.state_dict().items()}
+    params = dict(t.model.named_parameters())
+    in_opt = {id(p) for g in t.optimizer.param_groups for p in g["params"]}
+    assert t.frozen == ["0.weight", "1.weight", "1.bias"]
+    assert all(not params[n].requires_grad and id(params[n]) not in in_opt for n in t.frozen)
+    assert all(id(p) in in_opt for n, p in params.items() if n not in t.frozen)
     t.run()
+    assert all(params[n].grad is None for n in t.frozen)
     after = t.model.state_dict()
     for k in ("0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean", "1.running_var"):
         if k in before:

@@ -104,11 +104,13 @@ of each member and of the ensemble's mean probabilities.
 """
 
 
-def evaluate_ensemble(models, loader, num_classes, progress=False):
+def evaluate_ensemble(models, loader, num_classes=None, progress=False):
     """Each model's accuracy and the ensemble's, in one pass over ``loader`` (an ``EnsembleResult``).
 
-    ``models``: a list of Modules or an ``Ensemble``. Each runs in eval mode
-    without a graph; the callers' modes are restored afterwards.
+    ``models``: a list of Modules or an ``Ensemble``; ``loader``: ``(images,
+    labels)`` batches of what the models take. ``num_classes`` defaults to
+    the width of the models' output. Each model runs in eval mode without a
+    graph; the callers' modes are restored afterwards.
     """
     from tqdm import tqdm
 
@@ -116,7 +118,7 @@ def evaluate_ensemble(models, loader, num_classes, progress=False):
     modes = [m.training for m in ensemble.modules()]
     n_models = len(ensemble.members)
     correct, losses = np.zeros(n_models, dtype=np.int64), np.zeros(n_models)
-    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+    confusion = None if num_classes is None else np.zeros((num_classes, num_classes), dtype=np.int64)
     ens_loss, n = 0.0, 0
     try:
         ensemble.eval()
@@ -129,12 +131,16 @@ def evaluate_ensemble(models, loader, num_classes, progress=False):
                 correct += (lp.argmax(axis=2) == y[None]).sum(axis=1)
                 losses -= lp[:, np.arange(len(y)), y].sum(axis=1)
                 ens = to_device(mean_logp.data, "cpu")
+                if confusion is None:
+                    confusion = np.zeros((ens.shape[1], ens.shape[1]), dtype=np.int64)
                 ens_loss -= float(ens[np.arange(len(y)), y].sum())
                 np.add.at(confusion, (y, ens.argmax(axis=1)), 1)
                 n += len(y)
     finally:
         for m, mode in zip(ensemble.modules(), modes):
             object.__setattr__(m, "training", mode)
+    if confusion is None:
+        raise ValueError("evaluate_ensemble: the loader gave no batch")
     n = max(n, 1)
     return EnsembleResult([float(c) / n for c in correct], float(np.trace(confusion)) / n, confusion,
                           [float(v) / n for v in losses], ens_loss / n)

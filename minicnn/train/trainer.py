@@ -185,7 +185,8 @@ class Trainer:
         # Per-channel statistics of the training images (not hard-coded guesses).
         # Fine-tuning keeps the statistics the loaded layers were trained with.
         source = ckpt if ckpt is not None else init
-        norm = (source["norm_mean"], source["norm_std"]) if source is not None else channel_stats(self.train_set)
+        norm = ((source["norm_mean"], source["norm_std"]) if source is not None and "norm_mean" in source
+                else channel_stats(self.train_set))
         self.norm = (np.asarray(norm[0], dtype=np.float64), np.asarray(norm[1], dtype=np.float64))
         self._build_loaders()
 
