@@ -12,6 +12,10 @@ Trainer does what a run of hours needs:
 - shows progress, prints an estimate of the total time after the first
   steps, stops after the current step on Ctrl-C, SIGTERM or ``--max-minutes``
   and saves a checkpoint first;
+- fine-tuning (``finetune``): loads ``--init-from`` into all but a head that
+  no longer fits and freezes ``--freeze`` before the optimizer is built;
+- regularisers (``regularisation``): ``--l1``/``--l2`` become terms of the
+  loss ``fit`` minimises, ``--max-norm`` is applied after every step;
 - stops a diverging run with a message (the loss became NaN/inf);
 - writes metrics.csv, curves.png, last.npz, best.npz, and at the end the
   test report (test.json, confusion.png).
