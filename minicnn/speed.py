@@ -5,7 +5,25 @@ their math. When a line there is slow on a 2-core CPU, it calls a helper from
 this module instead, and the helper's first docstring line says what it
 returns in plain NumPy ("returns the same as ``a @ b``"); ``tests/test_speed.py``
 checks each of those contracts. Reading the lessons, you may take every
-helper here as its contract.
+helper here as its contract:
+
+====================================  ===========================================
+helper                                returns the same as
+====================================  ===========================================
+``parallel_chunks(n, work)``          ``work(0, n)`` (work writes rows [lo, hi) only)
+``row_blocks(M, row_bytes, work)``    ``[work(0, M)]``, block by block
+``matmul(a, b)``                      ``a @ b``
+``matmul_t(a, b)``                    ``a.T @ b`` (``a.swapaxes(-1, -2) @ b``)
+``column_sums(a)``                    ``a.sum(axis=0)``
+``column_mean_var(X)``                ``(X.mean(axis=0), X.var(axis=0))``
+``column_dot_centred(G, X, mean)``    ``(G * (X - mean)).sum(axis=0)``
+``affine_rows(A, a, B, b, c)``        ``A * a + B * b + c``
+``assign_increasing(a, k, mask)``     ``a[mask] = k`` (when a >= 0, and a <= k where mask)
+====================================  ===========================================
+
+One trick needs the window machinery of ``functional`` and so lives next
+to its op, with the same kind of contract and test:
+``functional.conv.col2im_of_product`` returns ``col2im(a @ b)``.
 
 Process settings
 ----------------
