@@ -104,3 +104,15 @@ def test_bad_checkpoint_is_a_clear_error(tmp_path):
     bad.write_bytes(b"nope")
     r = run("--checkpoint", str(bad), "--list-layers")
     assert r.returncode == 2 and "not a minicnn checkpoint" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_list_layers_of_a_model_on_the_gpu(xp):
+    """--list-layers --device gpu: the layer table's forward pass runs on the model's device."""
+    if xp is np:
+        pytest.skip("the CPU is covered by test_explain_index_layer_target_and_list_layers")
+    from minicnn import nn
+    from minicnn.cli.explain import list_layers
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)).to("gpu")
+    lines = list_layers(model, 3)
+    assert lines[1].split()[:4] == ["0", "Conv2d", "4x32x32", "3x3"] and lines[3].split()[2] == "4x16x16"

@@ -149,14 +149,16 @@ def list_layers(model, channels):
     import numpy as np
 
     from ..autograd import Tensor, no_grad
+    from ..backend import to_device
     from ..explain import layer_geometry
-    from ..explain._common import analysis_mode, capture
+    from ..explain._common import analysis_mode, capture, model_dtype_device
 
     shape = (1, channels) + INPUT_SIZE
     named = [(n, m) for n, m in model.named_modules() if n]
     geometry = layer_geometry(model, shape)
+    dtype, device = model_dtype_device(model)
     with analysis_mode(model), no_grad(), capture(dict(named)) as outs:
-        model(Tensor(np.zeros(shape, dtype=np.float32)))
+        model(Tensor(to_device(np.zeros(shape, dtype=dtype), device)))
     lines = [f"{'layer':<28} {'type':<18} {'output':<18} receptive field (size / jump)"]
     for name, m in named:
         out = outs.get(name)
