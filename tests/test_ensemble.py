@@ -24,20 +24,27 @@ def _members(k=3, seed=0):
     return [nn.Sequential(nn.Flatten(), nn.Linear(12, 4)) for _ in range(k)]
 
 
-def test_ensemble_probabilities_are_the_mean_of_the_members(rng):
-    models = _members()
-    x = rng.standard_normal((5, 3, 2, 2)).astype(np.float32) * 3
+def test_ensemble_probabilities_are_the_mean_of_the_members(rng, xp):
+    from minicnn.backend import to_device
+
+    device = "cpu" if xp is np else "gpu"
+    models = [m.to(device) for m in _members()]
+    x_host = rng.standard_normal((5, 3, 2, 2)).astype(np.float32) * 3
+    x = minicnn.tensor(to_device(x_host, device))
     with minicnn.no_grad():
-        member_p = [_softmax(m(minicnn.tensor(x)).data.astype(np.float64)) for m in models]
+        member_p = [_softmax(to_device(m(x).data, "cpu").astype(np.float64)) for m in models]
         ens = Ensemble(models)
-        p = ens.probabilities(minicnn.tensor(x)).data
-        logp = ens(minicnn.tensor(x)).data
+        out = ens.probabilities(x).data
+        assert isinstance(out, xp.ndarray)                               # on the input's device
+        p = to_device(out, "cpu")
+        logp = to_device(ens(x).data, "cpu")
+    x = x_host
     np.testing.assert_allclose(p, np.mean(member_p, axis=0), rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(logp, np.log(np.mean(member_p, axis=0)), rtol=1e-5, atol=1e-6)  # forward: log p
     np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-6)
     # one member: the ensemble is that model's log-softmax
     with minicnn.no_grad():
-        one = Ensemble(models[:1])(minicnn.tensor(x)).data
+        one = to_device(Ensemble(models[:1])(minicnn.tensor(to_device(x, device))).data, "cpu")
     np.testing.assert_allclose(one, np.log(member_p[0]), rtol=1e-5, atol=1e-6)
 
 

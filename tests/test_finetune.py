@@ -105,15 +105,20 @@ def test_frozen_parameters_do_not_change_and_are_not_optimised(rng):
         assert not np.array_equal(after[n], before[n]), n
 
 
-def test_batchnorm_of_frozen_layers_keeps_its_statistics(rng):
+def test_batchnorm_of_frozen_layers_keeps_its_statistics(rng, xp):
     """The rule: a batchnorm layer whose parameters are all frozen runs in eval mode during training."""
+    from minicnn.backend import to_device
+
+    device = "cpu" if xp is np else "gpu"
     model = _toy_bn_net()
     freeze(model, ["conv1", "bn1", "bn2.weight"])        # bn1 wholly frozen; bn2 half frozen
     assert [n for n, _ in frozen_batchnorm_layers(model)] == ["bn1"]
+    model.to(device)
     opt = optim.SGD(param_groups(model, 0.0), lr=0.05)
-    before = {k: v.copy() for k, v in model.state_dict().items()}
-    fit(model, _batches(rng), opt, epochs=1)
-    after = model.state_dict()
+    before = {k: to_device(v, "cpu") for k, v in model.state_dict().items()}
+    fit(model, [(x.to(device), y.to(device)) for x, y in _batches(rng)], opt, epochs=1)
+    after = {k: to_device(v, "cpu") for k, v in model.state_dict().items()}
+    model.to("cpu")
     for k in ("bn1.running_mean", "bn1.running_var"):
         np.testing.assert_array_equal(after[k], before[k], err_msg=k)
     for k in ("bn2.running_mean", "bn2.running_var", "bn3.running_mean", "bn3.running_var"):
