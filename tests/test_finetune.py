@@ -74,6 +74,10 @@ def test_patterns_are_globs_over_parameter_names():
     # patterns combine with "or"; 'backbone' is all but the head
     assert match_patterns(names, ["conv1", "fc"]) == ["conv1.weight", "fc.weight", "fc.bias"]
     assert match_patterns(names, [BACKBONE], head) == names[:-2]
+    assert match_patterns(names, "fc") == ["fc.weight", "fc.bias"]          # one pattern as a string
+    model = nn.Sequential(OrderedDict(net=get_model("lenet5")))
+    assert freeze(model, "net.*") == [n for n, _ in model.named_parameters()]   # load_model's naming
+    assert not any(p.requires_grad for p in model.parameters())
 
 
 def test_a_pattern_matching_nothing_is_a_clear_error():

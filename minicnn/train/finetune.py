@@ -75,6 +75,8 @@ def match_patterns(names, patterns, head=()):
     could have matched.
     """
     names = list(names)
+    if isinstance(patterns, str):
+        patterns = [patterns]
     chosen = set()
     for pattern in patterns:
         if not isinstance(pattern, str) or not pattern:
@@ -94,7 +96,7 @@ def match_patterns(names, patterns, head=()):
 
 
 def freeze(model, patterns, head=()):
-    """Set ``requires_grad = False`` on the parameters matching ``patterns``; returns their names.
+    """Set ``requires_grad = False`` on the parameters matching ``patterns`` (a glob or a list); returns their names.
 
     The other parameters are left as they are. Build the optimizer after
     this (frozen parameters are then left out of it).
