@@ -477,3 +477,29 @@ def test_closed_forms_of_a_linear_model_for_any_shape(c, h, w, k, n, seed):
     np.testing.assert_allclose(E.occlusion(model, x, target, window=1, stride=1, baseline=0.0, score="logit"),
                                (wt[target] * x).sum(axis=1), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(E.saliency(model, x, target), np.abs(wt[target]).max(axis=1), rtol=1e-12)
+
+
+def test_results_come_back_on_the_input_device_whatever_the_models(xp, rng):
+    """A GPU model explains NumPy images (NumPy results) and a CPU model CuPy images (CuPy results)."""
+    if xp is np:
+        pytest.skip("one device: every other test")
+    x = rng.random((2, 2, 5, 5)).astype(np.float32)
+    calls = {
+        "gradient": lambda m, x: E.gradient(m, x, 1),
+        "saliency": lambda m, x: E.saliency(m, x, [0, 2]),
+        "smoothgrad": lambda m, x: E.smoothgrad(m, x, 1, samples=2),
+        "integrated_gradients": lambda m, x: E.integrated_gradients(m, x, 1, baseline=x * 0.5, steps=2),
+        "gap": lambda m, x: E.integrated_gradients(m, x, 1, steps=2, return_gap=True)[1],
+        "occlusion": lambda m, x: E.occlusion(m, x, 1, window=2, stride=2),
+        "cam": lambda m, x: E.cam(m, x, 1, "relu2", upsample=True),
+        "grad_cam": lambda m, x: E.grad_cam(m, x, 1, "relu2"),
+        "activations": lambda m, x: E.activations(m, x, "conv1"),
+        "effective_receptive_field": lambda m, x: E.effective_receptive_field(m, "conv2", x=x),
+        "explain_all": lambda m, x: E.explain_all(m, x, 1, methods=("deconvnet",))[0]["deconvnet"],
+    }
+    for name, call in calls.items():
+        expected = call(gap_net(), x)
+        for model_device, images in (("gpu", x), ("cpu", xp.asarray(x))):
+            r = call(gap_net().to(model_device), images)
+            assert minicnn.backend.device_of(r) == minicnn.backend.device_of(images), (name, model_device)
+            np.testing.assert_allclose(cpu(r), expected, rtol=1e-4, atol=1e-6, err_msg=name)

@@ -1,5 +1,9 @@
 """What the explain methods share: the model left untouched, inputs, targets, layers.
 
+Images are moved to the model's device (``as_batch``) and every result goes
+back to the caller's device (``on_device_of``): a GPU model explains NumPy
+images and returns NumPy arrays.
+
 Every analysis runs inside ``analysis_mode(model)``: eval mode, no parameter
 gradients, and on exit (also on an error) each module's mode and each
 parameter's ``requires_grad`` and ``.grad`` exactly as the caller had them.
@@ -11,11 +15,11 @@ from contextlib import contextmanager
 import numpy as np
 
 from ..autograd import Tensor
-from ..backend import default_dtype, get_array_module, to_device
+from ..backend import default_dtype, device_of, get_array_module, to_device
 from ..nn import Module
 
-__all__ = ["analysis_mode", "as_batch", "resolve_targets", "find_layer", "capture", "model_dtype_device",
-           "normalize_map", "upsample"]
+__all__ = ["analysis_mode", "as_batch", "on_device_of", "resolve_targets", "find_layer", "capture",
+           "model_dtype_device", "normalize_map", "upsample"]
 
 
 @contextmanager
@@ -52,10 +56,11 @@ def model_dtype_device(model):
 
 
 def as_batch(x, model=None, name="x"):
-    """``x`` (array or Tensor, shape (N, C, H, W)) as a raw floating array on its own device.
+    """``x`` (array or Tensor, shape (N, C, H, W)) as a raw floating array on the model's device.
 
     Integer arrays are cast to the model's dtype (values are kept: pass pixels
-    in [0, 1]). A Tensor's data is used as is (it is never modified).
+    in [0, 1]). A Tensor's data is used as is (it is never modified). Without
+    a model the array stays on x's device.
     """
     data = x.data if isinstance(x, Tensor) else x
     if not hasattr(data, "shape") or not hasattr(data, "dtype"):
@@ -68,7 +73,12 @@ def as_batch(x, model=None, name="x"):
     if data.dtype.kind != "f":
         dtype = model_dtype_device(model)[0] if model is not None else default_dtype()
         data = data.astype(dtype)
-    return data
+    return data if model is None else to_device(data, model_dtype_device(model)[1])
+
+
+def on_device_of(x, result):
+    """``result`` (an array) on the device of the caller's images ``x``: where every explain result goes."""
+    return to_device(result, device_of(x))
 
 
 def resolve_targets(logits, target):

@@ -27,7 +27,7 @@ import numpy as np
 from ..autograd import Tensor, no_grad
 from ..backend import device_of, get_array_module, to_device
 from ..functional import relu_backward_rule, softmax
-from ._common import analysis_mode, as_batch, resolve_targets
+from ._common import analysis_mode, as_batch, on_device_of, resolve_targets
 
 __all__ = ["gradient", "saliency", "deconvnet", "guided_backprop", "smoothgrad", "integrated_gradients",
            "completeness_gap", "occlusion", "saliency_map"]
@@ -61,7 +61,7 @@ def _input_gradient(model, data, target, rule="gradient"):
 def _backward_map(model, x, target, rule):
     data = as_batch(x, model)
     with analysis_mode(model):
-        return _input_gradient(model, data, target, rule)[0]
+        return on_device_of(x, _input_gradient(model, data, target, rule)[0])
 
 
 def gradient(model, x, target=None):
@@ -162,7 +162,7 @@ def smoothgrad(model, x, target=None, samples=25, noise=0.15, seed=0):
     with analysis_mode(model):
         targets = _predicted_or_given(model, data, target)
         total = _many_gradients(model, noisy(), targets)
-    return total / samples
+    return on_device_of(x, total / samples)
 
 
 def _baseline_like(baseline, data, who):
@@ -170,7 +170,7 @@ def _baseline_like(baseline, data, who):
     if baseline is None:
         return xp.zeros_like(data)
     b = baseline.data if isinstance(baseline, Tensor) else baseline
-    b = xp.asarray(b, dtype=data.dtype)
+    b = to_device(b, device_of(data)).astype(data.dtype, copy=False)
     try:
         return xp.broadcast_to(b, data.shape)
     except ValueError:
@@ -211,9 +211,9 @@ def integrated_gradients(model, x, target=None, baseline=None, steps=50, return_
         targets = _predicted_or_given(model, data, target)
         attributions = (data - base) * (_many_gradients(model, path(), targets) / steps)
         if not return_gap:
-            return attributions
+            return on_device_of(x, attributions)
         gap = _gap(model, data, base, attributions, targets)
-    return attributions, gap
+    return on_device_of(x, attributions), on_device_of(x, gap)
 
 
 def _gap(model, data, base, attributions, targets):
@@ -234,12 +234,13 @@ def completeness_gap(model, x, attributions, target=None, baseline=None):
     data = as_batch(x, model)
     base = _baseline_like(baseline, data, "completeness_gap")
     attributions = attributions.data if isinstance(attributions, Tensor) else attributions
+    attributions = to_device(attributions, device_of(data))
     if tuple(attributions.shape) != tuple(data.shape):
         raise ValueError(f"completeness_gap: attributions have shape {tuple(attributions.shape)}, "
                          f"expected x's shape {tuple(data.shape)}")
     with analysis_mode(model):
         targets = _predicted_or_given(model, data, target)
-        return _gap(model, data, base, attributions, targets)
+        return on_device_of(x, _gap(model, data, base, attributions, targets))
 
 
 def _pair(v, name):
@@ -302,4 +303,4 @@ def occlusion(model, x, target=None, window=8, stride=4, baseline=0.5, score="pr
     for k, (i, j) in enumerate(corners):
         total[:, i:i + wh, j:j + ww] += drops[:, k, None, None]
         count[i:i + wh, j:j + ww] += 1
-    return xp.where(count > 0, total / xp.maximum(count, 1), 0).astype(data.dtype, copy=False)
+    return on_device_of(x, xp.where(count > 0, total / xp.maximum(count, 1), 0).astype(data.dtype, copy=False))

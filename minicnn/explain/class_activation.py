@@ -27,7 +27,7 @@ either to the input's (H, W) bilinearly (before normalising).
 from ..autograd import Tensor, no_grad
 from ..backend import get_array_module
 from ..nn import Conv2d, Linear
-from ._common import (analysis_mode, as_batch, capture, find_layer, normalize_map, resolve_targets,
+from ._common import (analysis_mode, as_batch, capture, find_layer, normalize_map, on_device_of, resolve_targets,
                       upsample as _upsample)
 
 __all__ = ["cam", "grad_cam", "default_cam_layer"]
@@ -110,7 +110,7 @@ def cam(model, x, target=None, layer=None, upsample=False, normalize=False):
                          f"Flatten of a spatial map); CAM does not apply, use grad_cam")
     targets = resolve_targets(logits.data, target)
     maps = xp.einsum("nk,nkhw->nhw", w[targets], a)
-    return _finish(maps, data, upsample, normalize)
+    return on_device_of(x, _finish(maps, data, upsample, normalize))
 
 
 def grad_cam(model, x, target=None, layer=None, upsample=False, normalize=False):
@@ -155,5 +155,5 @@ def grad_cam(model, x, target=None, layer=None, upsample=False, normalize=False)
         grads = a.grad if a.grad is not None else xp.zeros_like(a.data)
     alpha = grads.mean(axis=(2, 3))
     maps = xp.einsum("nk,nkhw->nhw", alpha, a.data)
-    return _finish(maps, data, upsample, normalize)
+    return on_device_of(x, _finish(maps, data, upsample, normalize))
 

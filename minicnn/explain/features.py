@@ -7,7 +7,7 @@ import numpy as np
 from ..autograd import Tensor, no_grad
 from ..backend import to_device
 from ..nn import Conv2d, Module
-from ._common import analysis_mode, as_batch, capture, find_layer, model_dtype_device
+from ._common import analysis_mode, as_batch, capture, find_layer, model_dtype_device, on_device_of
 from .receptive_field import receptive_field
 
 __all__ = ["activations", "top_activating", "TopActivating", "filters"]
@@ -29,7 +29,7 @@ def activations(model, x, layers):
     missing = [n for n in wanted if n not in outs]
     if missing:
         raise ValueError(f"activations: layer(s) {missing} did not run in the forward pass")
-    result = {n: (outs[n].data if isinstance(outs[n], Tensor) else outs[n]) for n in wanted}
+    result = {n: on_device_of(x, outs[n].data if isinstance(outs[n], Tensor) else outs[n]) for n in wanted}
     return result[next(iter(wanted))] if single else result
 
 

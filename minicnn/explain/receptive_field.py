@@ -289,12 +289,12 @@ def effective_receptive_field(model, layer, input_size=(32, 32), x=None, samples
     ``input_size`` ((H, W) or (C, H, W)), or the images ``x`` (N, C, H, W)
     when given.
 
-    Returns an (H, W) array (on the input's device): the raw mean magnitude
+    Returns an (H, W) array (on x's device; without x, on the model's): the raw mean magnitude
     of the gradient. Its non-zero pixels lie inside the theoretical field
     (``receptive_field(...).region(h // 2, w // 2)``); most of the mass sits
     in a much smaller, roughly Gaussian blob around the centre.
     """
-    from ._common import as_batch, capture
+    from ._common import as_batch, capture, on_device_of
 
     name, module = find_layer(model, layer)
     if x is None:
@@ -319,4 +319,5 @@ def effective_receptive_field(model, layer, input_size=(32, 32), x=None, samples
         seed_grad[:, :, a.shape[2] // 2, a.shape[3] // 2] = 1
         a.backward(seed_grad)
         grad = xt.grad
-    return xp.abs(grad).sum(axis=1).mean(axis=0)
+    erf = xp.abs(grad).sum(axis=1).mean(axis=0)
+    return erf if x is None else on_device_of(x, erf)

@@ -8,7 +8,7 @@ from ..backend import to_device
 from ..functional import softmax
 from .attribution import deconvnet, gradient, guided_backprop, integrated_gradients, occlusion, saliency, smoothgrad
 from .class_activation import cam, default_cam_layer, grad_cam
-from ._common import analysis_mode, as_batch, resolve_targets
+from ._common import analysis_mode, as_batch, on_device_of, resolve_targets
 
 __all__ = ["METHODS", "predict", "explain_all"]
 
@@ -63,7 +63,7 @@ def explain_all(model, x, target=None, methods=METHODS, layer=None, samples=25, 
     results, skipped = OrderedDict(), OrderedDict()
     for m in methods:
         try:
-            results[m] = calls[m]()
+            results[m] = on_device_of(x, calls[m]())
         except ValueError as e:
             if m != "cam":
                 raise
