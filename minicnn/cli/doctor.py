@@ -10,7 +10,7 @@ import os
 import re
 import sys
 
-from .common import CLIError, check_device, positive_int
+from .common import CLIError, HelpFormatter, check_device, positive_int
 
 DOCTOR_EXAMPLES = """\
 examples:
@@ -33,10 +33,6 @@ MACs count the multiply-accumulates of convolutions and linear layers (bias
 additions not counted) for one image; parameters exclude buffers (batchnorm's
 running statistics), which get their own column.
 """
-
-
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the examples as written and shows each option's default."""
 
 
 def input_shape(text):
@@ -83,28 +79,28 @@ def add_parser(sub):
                                    "gradients, initialisation, batch independence, overfit one batch, "
                                    "learning rate, batch size and regularisation) on a model and the "
                                    "minicnn train recipe. The model is never trained: each check uses a copy.",
-                       formatter_class=_Formatter, epilog=DOCTOR_EXAMPLES)
+                       formatter_class=HelpFormatter, epilog=DOCTOR_EXAMPLES)
     d.add_argument("--model", default="simple_cnn", choices=sorted(MODELS), help="architecture")
     d.add_argument("--checkpoint", default=None,
                    help="examine a trained model from minicnn train instead (its own normalisation first)")
-    d.add_argument("--data", default=None, help="CIFAR-10 location, as for minicnn train (default: searched)")
+    d.add_argument("--data", default=None, help="CIFAR-10 location, as for minicnn train (default: searched for)")
     d.add_argument("--lr", type=learning_rate, default=None,
                    help="learning rate of the recipe (default: minicnn train's for the model)")
-    d.add_argument("--batch-size", type=positive_int, default=128)
-    d.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
-    d.add_argument("--momentum", type=non_negative, default=0.9)
+    d.add_argument("--batch-size", type=positive_int, default=128, help="batch size of the recipe")
+    d.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd", help="optimizer of the recipe")
+    d.add_argument("--momentum", type=non_negative, default=0.9, help="SGD momentum")
     d.add_argument("--weight-decay", type=non_negative, default=None,
-                   help="(default: minicnn train's for the model)")
+                   help="weight decay on conv/linear weights (default: minicnn train's for the model)")
     aug = d.add_mutually_exclusive_group()
     aug.add_argument("--augment", dest="augment", action="store_true", default=True,
-                     help="the recipe uses random crops and flips")
-    aug.add_argument("--no-augment", dest="augment", action="store_false")
+                     help="the recipe uses random crops and flips (default)")
+    aug.add_argument("--no-augment", dest="augment", action="store_false", help="it does not")
     d.add_argument("--subset", type=positive_int, default=1024,
                    help="training images the doctor reads (a random subset)")
     d.add_argument("--checks", default=None,
                    help=f"comma-separated checks to run (default all: {','.join(CHECKS)})")
-    d.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="where the checks run")
+    d.add_argument("--seed", type=int, default=0, help="seeds the subset, the loader and the checks")
     d.add_argument("--out", default=None, help="folder for report.md, report.json and the figures")
     d.set_defaults(func=cmd_doctor)
 
@@ -112,13 +108,13 @@ def add_parser(sub):
                        description="One row per layer: output shape, parameters (and buffers), "
                                    "multiply-accumulates, theoretical receptive field and jump; totals "
                                    "with the activation memory of a training step.",
-                       formatter_class=_Formatter, epilog=SUMMARY_EXAMPLES)
+                       formatter_class=HelpFormatter, epilog=SUMMARY_EXAMPLES)
     s.add_argument("--model", default="resnet20", choices=sorted(MODELS), help="architecture")
     s.add_argument("--checkpoint", default=None, help="summarise a trained model (with its Normalize layer)")
-    s.add_argument("--input-shape", type=input_shape, default=(3, 32, 32), help="C x H x W (or N x C x H x W)")
+    s.add_argument("--input-shape", type=input_shape, default="3x32x32", help="C x H x W (or N x C x H x W)")
     s.add_argument("--batch-size", type=positive_int, default=128,
                    help="batch size for the activation memory of a training step")
-    s.add_argument("--num-classes", type=positive_int, default=10)
+    s.add_argument("--num-classes", type=positive_int, default=10, help="classes of the --model")
     s.add_argument("--markdown", action="store_true", help="print a markdown table")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(func=cmd_summary)
