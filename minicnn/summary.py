@@ -93,6 +93,9 @@ class LayerRow:
         """Trainable plus frozen parameter elements registered on this module itself."""
         return self.trainable + self.frozen
 
+    non_trainable = property(lambda self: self.frozen, doc="frozen parameter elements (buffers are not counted)")
+    receptive_field = property(lambda self: self.rf, doc="same as ``rf``: (height, width) in input pixels")
+
     def to_dict(self):
         return {"name": self.name, "type": self.type, "depth": self.depth, "leaf": self.is_leaf,
                 "input_shape": _list(self.input_shape), "output_shape": _list(self.output_shape),
@@ -126,6 +129,9 @@ class ModelSummary:
         self.output_shape = output_shape
         for k, v in totals.items():
             setattr(self, k, v)
+
+    non_trainable_params = property(lambda self: self.frozen_params,
+                                    doc="frozen parameters (buffers such as running statistics are not counted)")
 
     def __getitem__(self, name):
         for r in self.rows:

@@ -196,7 +196,8 @@ def test_frozen_parameters_are_non_trainable_and_buffers_separate():
     model[0].weight.requires_grad = False
     s = summary(model)
     assert s.frozen_params == 3 * 32 * 9 and s.trainable_params == 113962 - 864
-    assert s["0"].frozen == 864 and "frozen" in s.table()
+    assert s["0"].frozen == s["0"].non_trainable == 864 and "frozen" in s.table()
+    assert s.non_trainable_params == 864 and s["0"].receptive_field == s["0"].rf == (3, 3)
     d = s.to_dict()
     assert d["total_params"] == 113962 and d["rows"][0]["frozen"] == 864
 
