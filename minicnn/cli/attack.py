@@ -57,7 +57,9 @@ def add_parser(sub):
     p.add_argument("--data", default=None, help="the test set (default: the places minicnn train looks in)")
     p.add_argument("--out", default="attacks", help="folder for the figures and report.json")
     p.add_argument("--seed", type=int, default=0, help="seeds the choice of images and the random attacks")
-    p.add_argument("--steps", type=positive_int, default=10, help="PGD steps")
+    p.add_argument("--steps", type=positive_int, default=None,
+                   help="PGD steps (default 10); fooling: most gradient-ascent steps (default 300)")
+    p.add_argument("--max-passes", type=positive_int, default=10, help="universal: most passes over the images")
     p.add_argument("--norm", choices=["inf", "2"], default="inf", help="PGD's and universal's norm")
     p.add_argument("--pixels", type=positive_int, default=1, help="one-pixel: pixel positions changed")
     p.add_argument("--population", type=positive_int, default=400, help="one-pixel: DE population")
@@ -105,7 +107,7 @@ def _attack_fn(args):
     norm = "inf" if args.norm == "inf" else 2
     return {
         "fgsm": (attacks.fgsm, True),
-        "pgd": (functools.partial(attacks.pgd, steps=args.steps, norm=norm, seed=args.seed), True),
+        "pgd": (functools.partial(attacks.pgd, steps=args.steps or 10, norm=norm, seed=args.seed), True),
         "deepfool": ("deepfool", False),
         "one-pixel": (lambda m, x, y: attacks.one_pixel(m, x, y, pixels=args.pixels, population=args.population,
                                                         generations=args.generations, seed=args.seed), False),
@@ -127,7 +129,8 @@ def run(args):
     out = {"checkpoint": args.checkpoint, "method": args.method}
     if args.method == "fooling":
         targets = list(range(len(classes)))
-        images, probs = attacks.fooling_image(model, targets, seed=args.seed, device=args.device)
+        images, probs = attacks.fooling_image(model, targets, steps=args.steps or 300, seed=args.seed,
+                                              device=args.device)
         print("fooling images (gradient ascent from noise, target 99%):")
         for k, p in zip(targets, probs):
             print(f"  {classes[k]:>12}: {100 * p:6.2f}%")
@@ -140,7 +143,7 @@ def run(args):
         norm = "inf" if args.norm == "inf" else 2
         eps = max(args.eps)
         res = attacks.universal_perturbation(model, x[:half], eps, norm=norm, held_out=x[half:], seed=args.seed,
-                                             batch_size=args.batch_size)
+                                             max_passes=args.max_passes, batch_size=args.batch_size)
         v = res.perturbation
 
         def add_v(m, xb, yb):
@@ -158,7 +161,7 @@ def run(args):
         fn, uses_eps = _attack_fn(args)
         rep = attacks.evaluate(model, fn, x, y, epsilons=args.eps if uses_eps else None,
                                batch_size=args.batch_size, keep_images=True)
-        rep.attack = args.method + (f" ({args.steps} steps, L-{args.norm})" if args.method == "pgd" else "")
+        rep.attack = args.method + (f" ({args.steps or 10} steps, L-{args.norm})" if args.method == "pgd" else "")
         print(rep)
         eps_show = max(args.eps) if uses_eps else None
         k = max(0, min(args.examples, len(x)))
