@@ -355,3 +355,32 @@ def test_bad_input_gives_a_clear_error(call, match):
         call(model, x, y)
     with pytest.raises(TypeError, match="y: expected integer class indices"):
         fgsm(model, x, y + 0.5, 0.1)
+
+
+def test_every_attack_runs_on_the_inputs_device_and_matches_numpy(xp):
+    """Results are arrays on the input's device; on the GPU they match the CPU up to float rounding."""
+    from minicnn.attacks import deepfool, evaluate, fooling_image, one_pixel, universal_perturbation
+
+    model = small_convnet()
+    x, y = _batch(n=4)
+    cpu = {"fgsm": fgsm(model, x, y, 0.05), "pgd": pgd(model, x, y, 0.05, steps=3),
+           "pgd2": pgd(model, x, y, 0.5, steps=3, norm=2), "deepfool": deepfool(model, x)}
+    if xp is not np:
+        model.to("gpu")
+    xd = xp.asarray(x)
+    try:
+        dev = {"fgsm": fgsm(model, xd, xp.asarray(y), 0.05), "pgd": pgd(model, xd, y, 0.05, steps=3),
+               "pgd2": pgd(model, xd, y, 0.5, steps=3, norm=2), "deepfool": deepfool(model, xd)}
+        for k, a in dev.items():
+            assert isinstance(a, xp.ndarray), k
+            got = a.get() if xp is not np else a
+            assert np.abs(got - cpu[k]).mean() < 1e-3, k
+        op = one_pixel(model, xd, y, population=8, generations=2)
+        assert isinstance(op, xp.ndarray)
+        uni = universal_perturbation(model, xd, 0.05, max_passes=1)
+        assert isinstance(uni.perturbation, xp.ndarray)
+        img, p = fooling_image(model, 1, shape=(3, 8, 8), steps=5, device="gpu" if xp is not np else "cpu")
+        assert isinstance(img, xp.ndarray) and 0 <= p <= 1
+        assert 0 <= evaluate(model, "fgsm", xd, y, epsilons=[0.05]).rows[0]["robust_accuracy"] <= 1
+    finally:
+        model.to("cpu")
