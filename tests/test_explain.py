@@ -503,3 +503,19 @@ def test_results_come_back_on_the_input_device_whatever_the_models(xp, rng):
             r = call(gap_net().to(model_device), images)
             assert minicnn.backend.device_of(r) == minicnn.backend.device_of(images), (name, model_device)
             np.testing.assert_allclose(cpu(r), expected, rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def test_gradient_methods_work_inside_a_callers_no_grad(rng):
+    """Input gradients need grad mode: a caller's no_grad() must not turn Grad-CAM into zeros
+    (nor make the gradient methods raise), and stays in force afterwards."""
+    model = gap_net()
+    x = rng.random((2, 2, 5, 5)).astype(np.float32)
+    calls = [lambda: E.gradient(model, x, 1), lambda: E.grad_cam(model, x, 1, "relu2"),
+             lambda: E.integrated_gradients(model, x, 1, steps=2),
+             lambda: E.effective_receptive_field(model, "conv2", x=x)]
+    for call in calls:
+        expected = call()
+        assert np.abs(expected).max() > 0
+        with minicnn.no_grad():
+            np.testing.assert_allclose(call(), expected, rtol=1e-6)
+            assert not (minicnn.tensor(x, requires_grad=True) * 2).requires_grad     # still no_grad

@@ -5,7 +5,7 @@ back to the caller's device (``on_device_of``): a GPU model explains NumPy
 images and returns NumPy arrays.
 
 Every analysis runs inside ``analysis_mode(model)``: eval mode, no parameter
-gradients, and on exit (also on an error) each module's mode and each
+gradients, grad mode on (input gradients work inside a caller's ``no_grad``), and on exit (also on an error) each module's mode and each
 parameter's ``requires_grad`` and ``.grad`` exactly as the caller had them.
 Hooks are registered only through ``capture`` (a context manager), so none
 is ever left behind.
@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from ..autograd import Tensor
+from ..autograd import Tensor, enable_grad
 from ..backend import default_dtype, device_of, get_array_module, to_device
 from ..nn import Module
 
@@ -24,10 +24,12 @@ __all__ = ["analysis_mode", "as_batch", "on_device_of", "resolve_targets", "find
 
 @contextmanager
 def analysis_mode(model):
-    """Run ``model`` in eval mode with frozen parameters; restore everything on exit.
+    """Run ``model`` in eval mode with frozen parameters and grad mode on; restore everything on exit.
 
+    Grad mode is on so that input gradients work also inside a caller's
+    ``no_grad()`` (a forward pass that needs no graph nests ``no_grad()``).
     Restored: every module's ``training`` flag (each one, so a caller's mixed
-    modes survive), every parameter's ``requires_grad`` and ``.grad``.
+    modes survive), every parameter's ``requires_grad`` and ``.grad``, grad mode.
     Buffers are not touched because eval-mode layers never write them.
     """
     if not isinstance(model, Module):
@@ -38,7 +40,8 @@ def analysis_mode(model):
         model.eval()
         for p, _, _ in params:
             p.requires_grad = False     # backward computes input gradients only
-        yield model
+        with enable_grad():
+            yield model
     finally:
         for m, mode in modes:
             object.__setattr__(m, "training", mode)
