@@ -160,9 +160,11 @@ def test_import_minicnn_changes_nothing_in_the_process(numpy_first):
             "import numpy\n"
             "from minicnn import speed as s\n"
             "before = s.blas_threads()\n"
+            "import threading\n"
             "import minicnn, minicnn.nn, minicnn.functional\n"
-            "print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'), s.blas_threads() == before, s._applied)")
-    assert run_python(code) == "None True None"
+            "print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'), s.blas_threads() == before, s._applied,\n"
+            "      threading.active_count())")
+    assert run_python(code) == "None True None 1"     # no variable, no BLAS change, no mallopt, no thread
 
 
 def test_the_issue_command_prints_none():
