@@ -13,7 +13,8 @@ from minicnn import speed
 @pytest.fixture
 def split(monkeypatch):
     """Force the threaded code paths, as after apply_process_settings() on a 2-core machine."""
-    monkeypatch.setattr(speed, "_applied", {"keep_freed_memory": False, "blas_threads": 1})
+    monkeypatch.setattr(speed, "_applied", {"keep_freed_memory": False, "blas_threads": 1,
+                                            "child_openblas_thread_timeout": "4"})
     monkeypatch.setattr(speed, "cpu_threads", lambda: 2)
     monkeypatch.setattr(speed, "MATMUL_SPLIT_FLOPS", 0)
 
@@ -179,6 +180,10 @@ def test_apply_process_settings_is_idempotent_and_makes_one_thread_pool():
             "has_blas = s.blas_threads() is not None\n"
             "assert first['blas_threads'] == (1 if has_blas else None), first\n"
             "assert not has_blas or s.blas_threads() == 1\n"
+            "import os, subprocess, sys\n"
+            "child = subprocess.run([sys.executable, '-c', 'import os; print(os.environ.get(\"OPENBLAS_THREAD_TIMEOUT\"))'],\n"
+            "                       capture_output=True, text=True).stdout.strip()\n"
+            "assert child == '4', child\n"
             "print('ok')")
     assert run_python(code) == "ok"
 
