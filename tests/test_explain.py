@@ -519,3 +519,21 @@ def test_gradient_methods_work_inside_a_callers_no_grad(rng):
         with minicnn.no_grad():
             np.testing.assert_allclose(call(), expected, rtol=1e-6)
             assert not (minicnn.tensor(x, requires_grad=True) * 2).requires_grad     # still no_grad
+
+
+def test_grad_cam_and_the_erf_use_true_gradients_inside_a_callers_relu_rule(rng):
+    """Grad-CAM (e.g. for guided Grad-CAM) inside a caller's relu_backward_rule block is still Grad-CAM."""
+    import minicnn.functional as F
+
+    model = gap_net()
+    x = rng.random((2, 2, 5, 5)).astype(np.float32) - 0.3
+    calls = [lambda: E.grad_cam(model, x, 1, "relu1"), lambda: E.effective_receptive_field(model, "conv2", x=x),
+             lambda: E.gradient(model, x, 1)]
+    for call in calls:
+        expected = call()
+        for rule in ("deconvnet", "guided"):
+            with F.relu_backward_rule(rule):
+                np.testing.assert_allclose(call(), expected, rtol=1e-6)
+    with F.relu_backward_rule("guided"):      # and the methods that choose a rule still get theirs
+        guided = E.guided_backprop(model, x, 1)
+    np.testing.assert_allclose(guided, E.guided_backprop(model, x, 1))

@@ -5,7 +5,8 @@ back to the caller's device (``on_device_of``): a GPU model explains NumPy
 images and returns NumPy arrays.
 
 Every analysis runs inside ``analysis_mode(model)``: eval mode, no parameter
-gradients, grad mode on (input gradients work inside a caller's ``no_grad``), and on exit (also on an error) each module's mode and each
+gradients, grad mode on (input gradients work inside a caller's ``no_grad``),
+the true ReLU derivative (whatever ``relu_backward_rule`` the caller is in), and on exit (also on an error) each module's mode and each
 parameter's ``requires_grad`` and ``.grad`` exactly as the caller had them.
 Hooks are registered only through ``capture`` (a context manager), so none
 is ever left behind.
@@ -16,6 +17,7 @@ import numpy as np
 
 from ..autograd import Tensor, enable_grad
 from ..backend import default_dtype, device_of, get_array_module, to_device
+from ..functional import relu_backward_rule
 from ..nn import Module
 
 __all__ = ["analysis_mode", "as_batch", "on_device_of", "resolve_targets", "find_layer", "capture",
@@ -27,9 +29,11 @@ def analysis_mode(model):
     """Run ``model`` in eval mode with frozen parameters and grad mode on; restore everything on exit.
 
     Grad mode is on so that input gradients work also inside a caller's
-    ``no_grad()`` (a forward pass that needs no graph nests ``no_grad()``).
+    ``no_grad()`` (a forward pass that needs no graph nests ``no_grad()``), and
+    ReLU's backward rule is the true derivative, also inside a caller's
+    ``relu_backward_rule`` block (deconvnet and guided backprop nest their own).
     Restored: every module's ``training`` flag (each one, so a caller's mixed
-    modes survive), every parameter's ``requires_grad`` and ``.grad``, grad mode.
+    modes survive), every parameter's ``requires_grad`` and ``.grad``, grad mode, the ReLU rule.
     Buffers are not touched because eval-mode layers never write them.
     """
     if not isinstance(model, Module):
@@ -40,7 +44,7 @@ def analysis_mode(model):
         model.eval()
         for p, _, _ in params:
             p.requires_grad = False     # backward computes input gradients only
-        with enable_grad():
+        with enable_grad(), relu_backward_rule("gradient"):
             yield model
     finally:
         for m, mode in modes:
