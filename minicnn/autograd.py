@@ -401,10 +401,15 @@ class Function:
         dtype of the tensor they meet (``x * 0.5`` stays float32).
         """
         fn = cls()
-        ref = next((x for x in inputs if isinstance(x, Tensor)), None)  # whose dtype/device numbers adopt
+        ref = None                      # a tensor input, whose dtype/device Python numbers adopt
+        for x in inputs:
+            if isinstance(x, Tensor):
+                ref = x
+                break
         arrays = [x.data if isinstance(x, Tensor) else None if x is None else _constant(x, ref) for x in inputs]
-        check_device(cls.__name__, [a for a in arrays if a is not None])
-        arrays = _promote_floats(arrays)
+        check_device(cls.__name__, arrays)
+        if len(arrays) > 1:
+            arrays = _promote_floats(arrays)
 
         needs = tuple(isinstance(x, Tensor) and x.requires_grad for x in inputs)
         record = _GRAD_MODE.enabled and any(needs)
@@ -441,10 +446,16 @@ class Function:
 
 def _promote_floats(arrays):
     """The arrays, floating ones cast to their common dtype when they differ (NumPy's promotion)."""
-    floats = [a.dtype for a in arrays if a is not None and a.dtype.kind == "f"]
-    if len(floats) < 2 or all(d == floats[0] for d in floats):
-        return arrays
-    common = np.result_type(*floats)
+    first = None
+    for a in arrays:
+        if a is not None and a.dtype.kind == "f":
+            if first is None:
+                first = a.dtype
+            elif a.dtype != first:
+                break
+    else:
+        return arrays                  # the usual case: one floating dtype
+    common = np.result_type(*[a.dtype for a in arrays if a is not None and a.dtype.kind == "f"])
     return [a.astype(common) if a is not None and a.dtype.kind == "f" and a.dtype != common else a
             for a in arrays]
 

@@ -172,13 +172,13 @@ def scatter_add(target, index, values):
 
 
 def check_device(op_name, arrays):
-    """Raise if ``arrays`` mix CPU and GPU arrays, naming the op and the inputs.
+    """Raise if ``arrays`` mix CPU and GPU arrays, naming the op and the inputs (None entries: absent inputs).
 
     The common case (all NumPy) costs one type check per input.
     """
-    if all(type(a) is np.ndarray for a in arrays):
+    if all(type(a) is np.ndarray or a is None for a in arrays):
         return
-    devices = ["gpu" if _is_cupy_array(a) else "cpu" for a in arrays]
+    devices = ["gpu" if _is_cupy_array(a) else "cpu" for a in arrays if a is not None]
     if len(set(devices)) > 1:
         desc = ", ".join(f"input {i} on {d}" for i, d in enumerate(devices))
         raise RuntimeError(
