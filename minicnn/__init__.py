@@ -7,7 +7,7 @@ One array code path runs on NumPy (CPU) or CuPy (GPU). Start with
 ``minicnn.models`` (LeNet-5 to ResNet-110) and ``minicnn.train`` (the loop).
 """
 from ._version import __version__
-from .backend import get_array_module, is_gpu_available, default_dtype, set_default_dtype
+from .backend import get_array_module, is_gpu_available, default_dtype, set_default_dtype, keep_freed_memory  # noqa: F401 (not called: see minicnn.speed.apply_process_settings)
 from .autograd import Tensor, Function, tensor, no_grad, enable_grad, is_grad_enabled
 from . import functional
 from .gradcheck import gradcheck, numerical_grad, GradcheckReport
