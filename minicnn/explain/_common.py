@@ -6,8 +6,9 @@ images and returns NumPy arrays.
 
 Every analysis runs inside ``analysis_mode(model)``: eval mode, no parameter
 gradients, grad mode on (input gradients work inside a caller's ``no_grad``),
-the true ReLU derivative (whatever ``relu_backward_rule`` the caller is in), and on exit (also on an error) each module's mode and each
-parameter's ``requires_grad`` and ``.grad`` exactly as the caller had them.
+the true ReLU derivative (whatever ``relu_backward_rule`` the caller is in),
+and on exit (also on an error) each module's mode and each parameter's
+``requires_grad`` and ``.grad`` exactly as the caller had them.
 Hooks are registered only through ``capture`` (a context manager), so none
 is ever left behind.
 """

@@ -34,7 +34,7 @@ import numpy as np
 
 from ..autograd import Tensor, no_grad
 from ..backend import get_array_module, to_device
-from ..nn import AdaptiveAvgPool2d, AvgPool2d, Conv2d, ConvTranspose2d, Flatten, Linear, MaxPool2d, Normalize
+from ..nn import AdaptiveAvgPool2d, AvgPool2d, Conv2d, ConvTranspose2d, Flatten, MaxPool2d, Normalize
 from ._common import analysis_mode, find_layer, model_dtype_device
 
 __all__ = ["Pair", "Geometry", "layer_geometry", "receptive_field", "effective_receptive_field"]
