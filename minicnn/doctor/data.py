@@ -19,6 +19,7 @@ import hashlib
 
 import numpy as np
 
+from ..backend import to_device
 from .report import FAIL, OK, WARN, CheckResult
 
 __all__ = ["check_data"]
@@ -56,11 +57,11 @@ def _sample_images(loader, n, seed):
     ds = getattr(loader, "dataset", None)
     if ds is not None and hasattr(ds, "__len__") and len(ds) > 0:
         idx = np.random.default_rng(seed).permutation(len(ds))[:n]
-        return np.asarray(gather(ds, np.sort(idx))[0]), "dataset images"
+        return to_device(gather(ds, np.sort(idx))[0], "cpu"), "dataset images"
     images, kept = [], 0
     for batch in loader:
         x = batch[0]
-        x = np.asarray(getattr(x, "data", x))
+        x = to_device(getattr(x, "data", x), "cpu")   # statistics on the host, whatever the device
         images.append(x)
         kept += len(x)
         if kept >= n:

@@ -22,6 +22,7 @@ import inspect
 import numpy as np
 
 from ..autograd import Tensor, no_grad
+from ..backend import to_device
 from ..gradcheck import gradcheck
 from .report import FAIL, OK, CheckResult
 
@@ -44,7 +45,7 @@ def directional_gradcheck(model, x, directions=2, eps=1e-6, rtol=1e-4, seed=0):
     copy that draws no random numbers (dropout off).
     """
     rng = np.random.default_rng(seed)
-    xt = Tensor(np.array(x, dtype=np.float64), requires_grad=True)
+    xt = Tensor(to_device(x, "cpu").astype(np.float64), requires_grad=True)
     out = model(xt)
     g = rng.standard_normal(out.shape)
     for p in model.parameters():
