@@ -326,6 +326,11 @@ def test_targets_int_sequence_none_and_errors(lin):
         E.occlusion(model, x, 1, score="softmax")
     with pytest.raises(ValueError, match="window"):
         E.occlusion(model, x, 1, window=7)
+    for bad in ("0.1", None, -0.1):
+        with pytest.raises(ValueError, match=r"smoothgrad: noise must be a number >= 0 .*got " + repr(bad)[:2]):
+            E.smoothgrad(model, x, 1, noise=bad)
+    with pytest.raises(ValueError, match="batch_size must be a positive int, got 0"):
+        E.top_activating(model, x, "1", 0, batch_size=0)
 
 
 def test_tensor_input_one_channel_and_float32(rng):

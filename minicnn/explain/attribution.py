@@ -144,8 +144,8 @@ def smoothgrad(model, x, target=None, samples=25, noise=0.15, seed=0):
     """
     if not isinstance(samples, (int, np.integer)) or samples < 1:
         raise ValueError(f"smoothgrad: samples must be a positive int, got {samples!r}")
-    if not noise >= 0:
-        raise ValueError(f"smoothgrad: noise must be >= 0, got {noise!r}")
+    if isinstance(noise, bool) or not isinstance(noise, (int, float, np.integer, np.floating)) or not noise >= 0:
+        raise ValueError(f"smoothgrad: noise must be a number >= 0 (a fraction of the image's range), got {noise!r}")
     data = as_batch(x, model)
     xp = get_array_module(data)
     n = data.shape[0]

@@ -81,6 +81,8 @@ def top_activating(model, dataset, layer, channel, k=9, batch_size=256):
     name, module = find_layer(model, layer)
     if not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"top_activating: k must be a positive int, got {k!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"top_activating: batch_size must be a positive int, got {batch_size!r}")
     n = len(dataset)
     if n == 0:
         raise ValueError("top_activating: the dataset is empty")
