@@ -552,8 +552,14 @@ def _run_checks(fn, tensors, targets, replay, eps, atol, rtol, seed, sample, det
             kink = _kink(base[0], minus[j], minus2[0], plus[j], plus2[0], eps, a[i], atol, rtol)
             if kink is not None:
                 kinks.append(dict(kink, index=_idx(i, t.shape), flat=i))
-        reports.append(CheckReport(label, kind, index, t.shape, a.reshape(t.shape), numeric.reshape(t.shape),
-                                   checked, atol, rtol, kinks, note, seed))
+        row = CheckReport(label, kind, index, t.shape, a.reshape(t.shape), numeric.reshape(t.shape),
+                          checked, atol, rtol, kinks, note, seed)
+        reports.append(row)
+        largest = float(np.max(np.abs(np.concatenate([a[checked], numeric[checked]])), initial=0.0))
+        if largest <= atol:      # NaN compares False: it fails on its own
+            warnings.append(f"{row.label}: every checked gradient is within atol={atol:g} of 0 (the largest is "
+                            f"{largest:.1e}), so a wrong backward would pass here too; use inputs that give "
+                            f"larger gradients, or a smaller atol")
     return reports, warnings
 
 

@@ -656,3 +656,16 @@ def test_a_backward_writing_into_its_upstream_gradient_cannot_fool_the_check():
     x = np.random.default_rng(0).standard_normal((2, 3))
     rep = gradcheck(ShiftDoublingInPlace.apply, [x])
     assert not rep.passed and rep.inputs[0].n_failed == 6, rep
+
+
+def test_gradients_all_below_atol_are_warned_about():
+    """x ~ 1e-8: WrongSquare's gradient (x instead of 2x) is within atol everywhere, so the check passes;
+    the report must say that it could not have seen the bug."""
+    x = np.random.default_rng(0).standard_normal((2, 3)) * 1e-8
+    rep = gradcheck(WrongSquare.apply, [x])
+    assert rep.passed and any("input 0: every checked gradient is within atol=1e-06 of 0" in w for w in rep.warnings)
+    assert "a wrong backward would pass here too" in str(rep)
+    assert not gradcheck(WrongSquare.apply, [x], atol=1e-12).passed       # the advice works
+    frozen_bias = MyLinear(3, 2)
+    rep = gradcheck(frozen_bias, [np.ones((2, 3))])
+    assert not rep.warnings, rep

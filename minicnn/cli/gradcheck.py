@@ -168,8 +168,9 @@ def builtin_checks(rng):
          [rng.standard_normal((3, 4))]),
         ("mse_loss", F.mse_loss, [rng.standard_normal((3, 4)), rng.standard_normal((3, 4))]),
     ]
-    # A whole small network (train mode): its input and every parameter, by name.
-    layer = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
+    # A whole small network (train mode): its input and every parameter, by name. No conv bias: the
+    # batchnorm after it cancels it (its gradient is exactly 0, which no check can tell from a wrong one).
+    layer = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
                           nn.Flatten(), nn.Linear(36, 5))
     checks.append(("Conv2d-BatchNorm2d-ReLU-MaxPool2d-Linear", layer, [x]))
     return checks
