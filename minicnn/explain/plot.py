@@ -19,6 +19,8 @@ import math
 import numpy as np
 
 from ..backend import to_device
+from ._common import normalize_map
+from .attribution import saliency_map
 
 __all__ = ["show_image", "overlay", "method_panel", "method_figure", "overview", "filter_grid", "top_patches",
            "feature_maps", "receptive_field_map", "save", "METHOD_TITLES"]
@@ -131,7 +133,7 @@ def method_panel(ax, image, method, result):
         show_image(ax, 0.5 + 0.5 * r / top, title)
         return
     if method in ("saliency", "smoothgrad"):
-        m = r if r.ndim == 2 else np.abs(r).max(axis=0)
+        m = r if r.ndim == 2 else saliency_map(r[None])[0]
         im = ax.imshow(m, cmap="hot", interpolation="nearest")
         ax.set_xticks([])
         ax.set_yticks([])
@@ -153,9 +155,8 @@ def method_panel(ax, image, method, result):
                 alpha=0.6, symmetric=True)
         return
     if method in ("cam", "grad_cam"):
-        pos = np.maximum(r, 0)
-        norm = pos / pos.max() if pos.max() > 0 else pos
-        overlay(image, norm, title + ("" if pos.max() > 0 else " (no positive evidence)"), ax=ax,
+        norm = normalize_map(r[None])[0]
+        overlay(image, norm, title + ("" if norm.max() > 0 else " (no positive evidence)"), ax=ax,
                 vmin=0, vmax=1)
         return
     raise ValueError(f"method_panel: unknown method {method!r}")
