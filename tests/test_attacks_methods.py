@@ -171,6 +171,8 @@ def test_universal_perturbation_respects_eps_and_reports_held_out_rate(norm, eps
     assert res.fooling_rate > 0.2 and 1 <= res.passes <= 2 and len(res.history) == res.passes
     d = res.to_dict()
     assert d["held_out_fooling_rate"] == res.held_out_fooling_rate
+    v2, rate, held_rate = res
+    assert v2 is v and rate == res.fooling_rate and held_rate == res.held_out_fooling_rate
     again = universal_perturbation(model, fit, eps, norm=norm, max_passes=2, held_out=held, seed=0)
     np.testing.assert_array_equal(again.perturbation, v)
 
@@ -249,6 +251,10 @@ def test_evaluate_accuracies_on_a_random_model():
     assert r["linf_max"] <= 0.05 and rep.robust_accuracy[0.05] == r["robust_accuracy"]
     one = evaluate(model, "one-pixel", x[:3], y[:3], batch_size=3)
     assert len(one.rows) == 1 and one.rows[0]["eps"] is None and one.rows[0]["l0_max"] <= 1
+    df = evaluate(model, deepfool, x, y, epsilons=[0.1])     # the function itself: no eps, one row
+    assert len(df.rows) == 1 and df.rows[0]["eps"] is None and df.rows[0]["robust_accuracy"] < rep.clean_accuracy
+    import json
+    assert json.loads(json.dumps(rep.to_dict()))["robust_accuracy"]["0.05"] == r["robust_accuracy"]
     with pytest.raises(ValueError, match="attack: expected one of"):
         evaluate(model, "cw", x, y)
     with pytest.raises(ValueError, match="labels: class indices must lie in"):

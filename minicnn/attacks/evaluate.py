@@ -84,6 +84,7 @@ class AttackReport:
 
     def to_dict(self):
         return {"attack": self.attack, "n": self.n, "clean_accuracy": self.clean_accuracy,
+                "robust_accuracy": {("none" if e is None else e): a for e, a in self.robust_accuracy.items()},
                 "time_s": self.time_s, "rows": [dict(r) for r in self.rows]}
 
     def __str__(self):
@@ -126,7 +127,9 @@ def evaluate(model, attack, images, labels, epsilons=(8 / 255,), batch_size=100,
     Args:
         model: images in ``bounds`` -> logits.
         attack: a name ("fgsm", "pgd" (10 steps, L-inf), "pgd-l2", "deepfool",
-            "one-pixel", "minimal") or a callable ``attack(model, x, y, eps)``
+            "one-pixel", "minimal"; the functions deepfool, one_pixel and
+            minimal_perturbation themselves are taken as those names) or a
+            callable ``attack(model, x, y, eps)``
             returning x_adv (``functools.partial`` fixes its other settings), or
             ``attack(model, x, y)`` when ``epsilons`` is None.
         images, labels: the test images (N, ...) in ``bounds`` and their classes (N,).
@@ -139,6 +142,9 @@ def evaluate(model, attack, images, labels, epsilons=(8 / 255,), batch_size=100,
     x = images_of(images, "images")
     bounds_of(bounds, x, name="images")
     n = x.shape[0]
+    named = {deepfool: "deepfool", one_pixel: "one-pixel", minimal_perturbation: "minimal"}
+    if not isinstance(attack, str) and attack in named:     # functions without an eps: use their named form
+        attack = named[attack]
     if isinstance(attack, str):
         fn, uses_eps = get_attack(attack)
         if not uses_eps:

@@ -47,6 +47,10 @@ class UniversalResult:
     norm: object
     history: list = field(default_factory=list)
 
+    def __iter__(self):
+        """``v, rate, held_out_rate = universal_perturbation(...)`` also works."""
+        return iter((self.perturbation, self.fooling_rate, self.held_out_fooling_rate))
+
     def to_dict(self):
         return {"fooling_rate": self.fooling_rate, "held_out_fooling_rate": self.held_out_fooling_rate,
                 "passes": self.passes, "eps": self.eps, "norm": str(self.norm), "history": list(self.history)}
