@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-import minicnn
 from minicnn import Tensor, no_grad, nn
 from minicnn.attacks import adversarial_examples, fgsm, pgd
 

@@ -303,3 +303,36 @@ def test_one_pixel_and_universal_on_a_trained_model(trained):
                                  deepfool_steps=5)
     assert res.held_out_fooling_rate is not None and 0 <= res.held_out_fooling_rate <= 1
     assert np.abs(res.perturbation).max() <= 16 / 255
+
+
+@pytest.mark.parametrize("name", ["deepfool", "universal", "one_pixel", "fooling", "evaluate", "minimal"])
+def test_the_model_is_restored_when_the_model_itself_raises_mid_attack(name):
+    """A forward pass that fails part-way through an attack leaves the model as it was."""
+    model = small_convnet()
+    x, y = _batch(n=3)
+    handle = prepare_state(model, x)
+    armed = {"calls": None}
+
+    def bomb(module, inputs, output):
+        if armed["calls"] is not None:
+            armed["calls"] += 1
+            if armed["calls"] > 2:
+                raise RuntimeError("boom")
+
+    bomb_handle = model.net.register_forward_hook(bomb)
+    before = snapshot(model, x)
+    calls = {
+        "deepfool": lambda: deepfool(model, x),
+        "universal": lambda: universal_perturbation(model, x, 0.1, max_passes=2),
+        "one_pixel": lambda: one_pixel(model, x, y, population=8, generations=3),
+        "fooling": lambda: fooling_image(model, 1, shape=(3, 8, 8), steps=5),
+        "evaluate": lambda: evaluate(model, "pgd", x, y, epsilons=[0.1]),
+        "minimal": lambda: minimal_perturbation(model, x, y, max_iter=5, search_steps=2),
+    }
+    armed["calls"] = 0
+    with pytest.raises(RuntimeError, match="boom"):
+        calls[name]()
+    armed["calls"] = None
+    assert_same_snapshot(before, snapshot(model, x))
+    bomb_handle.remove()
+    handle.remove()

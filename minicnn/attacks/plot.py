@@ -12,7 +12,7 @@ figure is then closed) and returns the matplotlib Figure. Images are
 """
 import numpy as np
 
-from ..autograd import Tensor, no_grad
+from ..autograd import Tensor
 from ..backend import to_device
 
 __all__ = ["examples", "robust_accuracy", "universal", "fooling_images"]
