@@ -383,3 +383,37 @@ def test_every_attack_runs_on_the_inputs_device_and_matches_numpy(xp):
         assert 0 <= evaluate(model, "fgsm", xd, y, epsilons=[0.05]).rows[0]["robust_accuracy"] <= 1
     finally:
         model.to("cpu")
+
+
+def test_fgsm_and_pgd_match_pytorch(torch):
+    """The same conv net in PyTorch: FGSM and iterative FGSM (PGD without random start) agree."""
+    tnn = torch.nn
+    model = small_convnet()
+    conv, bn, lin = model.net[0], model.net[1], model.net[5]
+    tmodel = tnn.Sequential(tnn.Conv2d(3, 6, 3, padding=1), tnn.BatchNorm2d(6), tnn.ReLU(), tnn.MaxPool2d(2),
+                            tnn.Flatten(), tnn.Linear(6 * 16, 4)).double().eval()
+    with torch.no_grad():
+        for t, m in ((tmodel[0], conv), (tmodel[5], lin)):
+            t.weight.copy_(torch.from_numpy(m.weight.numpy().astype(np.float64)))
+            t.bias.copy_(torch.from_numpy(m.bias.numpy().astype(np.float64)))
+        tmodel[1].weight.copy_(torch.from_numpy(bn.weight.numpy().astype(np.float64)))
+        tmodel[1].bias.copy_(torch.from_numpy(bn.bias.numpy().astype(np.float64)))
+        tmodel[1].running_mean.copy_(torch.from_numpy(bn.running_mean.numpy().astype(np.float64)))
+        tmodel[1].running_var.copy_(torch.from_numpy(bn.running_var.numpy().astype(np.float64)))
+    model.double()
+    x, y = _batch(n=6)
+    x = x.astype(np.float64)
+    mean, std = 0.5, 0.25
+
+    def torch_step(xa, alpha, x0, eps):
+        xt = torch.from_numpy(xa).requires_grad_(True)
+        loss = torch.nn.functional.cross_entropy(tmodel((xt - mean) / std), torch.from_numpy(y), reduction="sum")
+        loss.backward()
+        out = xt.detach().numpy() + alpha * np.sign(xt.grad.numpy())
+        return np.clip(np.clip(out, x0 - eps, x0 + eps), 0, 1)
+
+    np.testing.assert_allclose(fgsm(model, x, y, 0.03), torch_step(x, 0.03, x, 0.03), atol=1e-12)
+    xa = x.copy()
+    for _ in range(4):
+        xa = torch_step(xa, 0.01, x, 0.03)
+    np.testing.assert_allclose(pgd(model, x, y, 0.03, alpha=0.01, steps=4, random_start=False), xa, atol=1e-12)
