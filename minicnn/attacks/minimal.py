@@ -35,7 +35,7 @@ def _log_softmax(z):
 
 def _solve(model, x, x64, lo64, hi64, target, c, max_iter):
     """argmin over z in the box of sum_n c_n ||z_n - x_n||^2 + CE(model(z_n), target_n), by L-BFGS-B."""
-    from scipy.optimize import minimize
+    from scipy.optimize import Bounds, minimize
 
     n = x.shape[0]
     c_full = np.repeat(c, x64.size // n)
@@ -51,7 +51,7 @@ def _solve(model, x, x64, lo64, hi64, target, c, max_iter):
         g = 2 * c_full * d + np.asarray(to_device(grad, "cpu"), dtype=np.float64).ravel()
         return value, g
 
-    res = minimize(objective, x64.copy(), jac=True, method="L-BFGS-B", bounds=list(zip(lo64, hi64)),
+    res = minimize(objective, x64.copy(), jac=True, method="L-BFGS-B", bounds=Bounds(lo64, hi64),
                    options={"maxiter": int(max_iter)})
     z = to_device(np.clip(res.x, lo64, hi64).reshape(x.shape).astype(x.dtype), device)
     pred = np.asarray(to_device(logits_of(model, z).argmax(axis=1), "cpu"))
