@@ -5,6 +5,14 @@ One array code path runs on NumPy (CPU) or CuPy (GPU). Start with
 ``minicnn.functional`` (the ops), ``minicnn.nn`` (layers),
 ``minicnn.optim`` (optimizers), ``minicnn.data`` (CIFAR-10, loaders),
 ``minicnn.models`` (LeNet-5 to ResNet-110) and ``minicnn.train`` (the loop).
+
+Trained models (``minicnn.load_model``: pixels in [0, 1] in, logits out) are
+looked into by ``minicnn.explain``, broken by ``minicnn.attacks``, turned
+into images by ``minicnn.synthesize`` and debugged by ``minicnn.doctor``;
+``minicnn.summary(model)`` counts what each layer costs.
+
+Importing minicnn changes nothing in the process; long jobs call
+``minicnn.speed.apply_process_settings()`` (``minicnn train`` does).
 """
 from ._version import __version__
 from .backend import get_array_module, is_gpu_available, default_dtype, set_default_dtype, keep_freed_memory  # noqa: F401 (not called: see minicnn.speed.apply_process_settings)
@@ -14,9 +22,12 @@ from .gradcheck import gradcheck, numerical_grad, GradcheckReport
 from . import nn, optim
 from .serialization import save, load
 from .checkpoint import load_model
+from . import explain, attacks, synthesize, doctor
+from .summary import summary
 
 __all__ = [
     "__version__", "Tensor", "Function", "tensor", "no_grad", "enable_grad", "is_grad_enabled",
     "get_array_module", "is_gpu_available", "default_dtype", "set_default_dtype",
     "functional", "gradcheck", "numerical_grad", "GradcheckReport", "nn", "optim", "save", "load", "load_model",
+    "explain", "attacks", "synthesize", "doctor", "summary",
 ]
