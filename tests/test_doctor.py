@@ -334,3 +334,16 @@ def test_cli_doctor_on_a_checkpoint(trained_checkpoint, tiny_tree, tmp_path):
     assert r.returncode == 0, r.stderr + r.stdout
     assert "[ OK ] data" in r.stdout          # pixels in [0, 1], normalised by the model's own first layer
     assert "below chance" in r.stdout or "close to chance" in r.stdout
+
+
+CIFAR = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (CIFAR / "train").is_dir(), reason="needs ../shared/data/cifar10-jpeg")
+def test_cli_doctor_healthy_simple_cnn_on_real_cifar_gets_no_fail(tmp_path):
+    """The default command on the real data (seed 2 once hit a max-pool tie of a flat JPEG region
+    in the gradient check, a false FAIL before the inputs were jittered)."""
+    out = _cli("doctor", "--model", "simple_cnn", "--seed", "2", "--data", str(CIFAR), "--out", str(tmp_path))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "0 FAIL" in out.stdout and "[ OK ] gradients" in out.stdout

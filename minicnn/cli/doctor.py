@@ -229,6 +229,9 @@ def cmd_doctor(args):
         arch = load_checkpoint(args.checkpoint)["model_name"]
         name = f"{args.checkpoint} ({arch})"
     else:
+        from ..nn import init as nn_init
+
+        nn_init.manual_seed(args.seed)     # the same --seed gives the same initial weights, hence the same report
         model = get_model(args.model, num_classes=len(train.classes)).to(args.device)
         name = args.model
     defaults = defaults_for(arch)

@@ -97,6 +97,11 @@ def check_gradients(ctx):
     """Checklist item 4: backprop of the whole model agrees with central differences (float64)."""
     s = ctx.settings
     x, _ = ctx.tensors(min(s.gradcheck_samples, len(ctx.images)), dtype=np.float64, device="cpu")
+    # Real images have flat regions: equal pixels give exactly equal conv outputs, i.e. max-pool
+    # ties, where the network is not differentiable and central differences mean nothing. A
+    # jitter far above the step eps (but far below the data's scale) breaks every such tie.
+    jitter = np.random.default_rng(s.seed).normal(0.0, 1e-2, x.shape)
+    x = Tensor(x.data + jitter)
     if "sample" in inspect.signature(gradcheck).parameters:
         model = ctx.copy(train=True, device="cpu")
         xt = Tensor(x.data, requires_grad=True)
