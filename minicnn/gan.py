@@ -35,7 +35,6 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from . import functional as F
 from .autograd import Function, Tensor, no_grad
 from .backend import get_array_module, to_device
 from .data import DataLoader, Subset

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from .. import functional as F
+from ..analysis import analysis_mode
 from ..autograd import Tensor, enable_grad, no_grad
 from ..backend import as_array, default_dtype, device_of, get_array_module, to_device
 from ..nn import Module
@@ -34,30 +35,15 @@ __all__ = ["frozen", "images_of", "labels_of", "bounds_of", "eps_of", "norm_of",
 # ------------------------------------------------------------------ the model guard
 @contextmanager
 def frozen(model):
-    """Eval mode and frozen parameters while the block runs; the caller's state restored after.
+    """``minicnn.analysis.analysis_mode``: eval mode, frozen parameters, grad mode on; all restored after.
 
-    Saved and restored: ``training`` of every module (modules may be in
-    mixed modes), ``requires_grad`` and ``.grad`` (the same array object) of
-    every parameter. Buffers are not touched: in eval mode batchnorm reads
-    its running statistics without updating them. A model that is a plain
-    function (not a ``Module``) is used as it is.
+    A model that is a plain function (not a ``Module``) is used as it is.
     """
     if not isinstance(model, Module):
         yield model
         return
-    modes = [(m, m.training) for m in model.modules()]          # parents before children
-    params = [(p, p.requires_grad, p.grad) for p in model.parameters()]
-    try:
-        model.eval()
-        for p, _, _ in params:
-            p.requires_grad = False
+    with analysis_mode(model):
         yield model
-    finally:
-        for m, mode in modes:      # pre-order: each module ends in its own saved mode
-            m.train(mode)
-        for p, flag, grad in params:
-            p.requires_grad = flag
-            p.grad = grad
 
 
 # ------------------------------------------------------------------ argument checks

@@ -86,7 +86,6 @@ def _overlap(ctx):
 def check_data(ctx):
     """Checklist item 1: data normalised, labels in range, no NaN/constant images, balance, overlap."""
     x = _as_seen(ctx)
-    c = x.shape[1] if x.ndim >= 2 else 1
     axes = (0,) + tuple(range(2, x.ndim))
     finite = np.isfinite(x)
     n_bad = int(x.shape[0] - finite.reshape(x.shape[0], -1).all(axis=1).sum())

@@ -40,7 +40,7 @@ def check_batch_and_regularisation(ctx):
                 + f"; regularisation: {', '.join(regs) if regs else 'none'}")
     problems, advice = [], []
     if n is not None and b > n / 20:
-        problems.append(f"the batch is larger than 1/20 of the training set (fewer than 20 steps per epoch)")
+        problems.append("the batch is larger than 1/20 of the training set (fewer than 20 steps per epoch)")
         advice.append(f"use a batch of at most {max(1, n // 20)} (32-256 is typical), or more data")
     if not regs:
         problems.append("no weight decay, dropout or augmentation: the model will overfit")

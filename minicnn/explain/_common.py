@@ -16,9 +16,9 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from ..autograd import Tensor, enable_grad
+from ..analysis import analysis_mode as guard
+from ..autograd import Tensor
 from ..backend import default_dtype, device_of, get_array_module, to_device
-from ..functional import relu_backward_rule
 from ..nn import Module
 
 __all__ = ["analysis_mode", "as_batch", "on_device_of", "resolve_targets", "find_layer", "capture",
@@ -27,32 +27,11 @@ __all__ = ["analysis_mode", "as_batch", "on_device_of", "resolve_targets", "find
 
 @contextmanager
 def analysis_mode(model):
-    """Run ``model`` in eval mode with frozen parameters and grad mode on; restore everything on exit.
-
-    Grad mode is on so that input gradients work also inside a caller's
-    ``no_grad()`` (a forward pass that needs no graph nests ``no_grad()``), and
-    ReLU's backward rule is the true derivative, also inside a caller's
-    ``relu_backward_rule`` block (deconvnet and guided backprop nest their own).
-    Restored: every module's ``training`` flag (each one, so a caller's mixed
-    modes survive), every parameter's ``requires_grad`` and ``.grad``, grad mode, the ReLU rule.
-    Buffers are not touched because eval-mode layers never write them.
-    """
+    """``minicnn.analysis.analysis_mode`` for a Module (a plain function is refused: the methods need layers)."""
     if not isinstance(model, Module):
         raise TypeError(f"model must be a minicnn nn.Module, got {type(model).__name__}")
-    modes = [(m, m.training) for m in model.modules()]
-    params = [(p, p.requires_grad, p.grad) for p in model.parameters()]
-    try:
-        model.eval()
-        for p, _, _ in params:
-            p.requires_grad = False     # backward computes input gradients only
-        with enable_grad(), relu_backward_rule("gradient"):
-            yield model
-    finally:
-        for m, mode in modes:
-            object.__setattr__(m, "training", mode)
-        for p, flag, grad in params:
-            p.requires_grad = flag
-            p.grad = grad
+    with guard(model):
+        yield model
 
 
 def model_dtype_device(model):

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from ..analysis import analysis_mode
 from ..autograd import Tensor, no_grad
 from ..backend import as_array, device_of, get_array_module, to_device
 
@@ -144,28 +145,13 @@ def layer_features(model, x, layers):
 
 @contextmanager
 def frozen(model):
-    """Run ``model`` in eval mode with no parameter requiring a gradient; restore everything after.
+    """``minicnn.analysis.analysis_mode``: eval mode, frozen parameters, grad mode on; all restored after.
 
-    Restored on exit (also after an exception): each module's
-    ``training`` flag, each parameter's ``requires_grad`` and its ``.grad``
-    (the very array it held). With ``requires_grad`` off, backward computes
-    only the image's gradient (no weight gradients: less work, and the
-    model's ``.grad`` stays as it was). Eval mode keeps batchnorm statistics
-    fixed and dropout off.
+    With ``requires_grad`` off, backward computes only the image's gradient
+    (no weight gradients: less work, and the model's ``.grad`` stays as it was).
     """
-    modes = [(m, m.training) for m in model.modules()]
-    params = [(p, p.requires_grad, p.grad) for p in model.parameters()]
-    try:
-        model.eval()
-        for p, _, _ in params:
-            p.requires_grad = False
+    with analysis_mode(model):
         yield model
-    finally:
-        for m, mode in modes:
-            m.training = mode
-        for p, flag, grad in params:
-            p.requires_grad = flag
-            p.grad = grad
 
 
 def model_device_dtype(model, default_device="cpu"):
