@@ -325,8 +325,8 @@ def column_sums(a):
     On the GPU it is ``a.sum(axis=0)``.
     """
     import numpy as np
-    if type(a) is not np.ndarray:       # on the GPU the reduction is a fast kernel already
-        return a.sum(axis=0)
+    if type(a) is not np.ndarray or a.dtype.kind not in "fc":   # GPU: a fast kernel already; ints/bools:
+        return a.sum(axis=0)                                     # sum widens them, a BLAS product cannot
     M = a.shape[0]
 
     def partial(lo, hi):
@@ -367,6 +367,8 @@ def column_mean_var(X):
         return (d.sum(axis=0), (d * d).sum(axis=0)) if on_gpu else (
             np.einsum("mc->c", d), np.einsum("mc,mc->c", d, d))
     parts = row_blocks(M, X[:1].nbytes, deviations, arrays_on_gpu=on_gpu)
+    if not parts:                        # no rows: NumPy's mean and var of nothing (NaN)
+        return mean, mean.copy()
     sum_d = functools.reduce(lambda a, b: a + b, (p[0] for p in parts))
     sum_d2 = functools.reduce(lambda a, b: a + b, (p[1] for p in parts))
     return mean + sum_d / M, (sum_d2 - sum_d * sum_d / M) / M
@@ -386,6 +388,8 @@ def column_dot_centred(G, X, mean):
             return (G[lo:hi] * (X[lo:hi] - mean)).sum(axis=0)
         return np.einsum("mc,mc->c", G[lo:hi], X[lo:hi] - mean)
     parts = row_blocks(G.shape[0], G[:1].nbytes, part, arrays_on_gpu=on_gpu)
+    if not parts:                        # no rows: a sum of nothing
+        return part(0, 0)
     return functools.reduce(lambda a, b: a + b, parts)
 
 
@@ -399,7 +403,8 @@ def affine_rows(A, a, B=None, b=None, c=None):
     import numpy as np
     on_gpu = type(A) is not np.ndarray
     xp = np if not on_gpu else _module_of(A)
-    out = xp.empty(A.shape, dtype=np.result_type(A, a) if B is None else np.result_type(A, a, B, b))
+    operands = [A, a] + ([] if B is None else [B, b]) + ([] if c is None else [c])
+    out = xp.empty(A.shape, dtype=np.result_type(*operands))
 
     def block(lo, hi):
         o = xp.multiply(A[lo:hi], a, out=out[lo:hi])

@@ -204,3 +204,35 @@ def test_assign_increasing_is_a_masked_assignment(values, k, seed):
     expected[mask] = k
     speed.assign_increasing(a, k, mask)
     np.testing.assert_array_equal(a, expected)
+
+
+def test_column_mean_var_and_dot_centred_of_zero_rows_match_numpy():
+    X = np.zeros((0, 3))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean, var = speed.column_mean_var(X)
+        ref_mean, ref_var = X.mean(axis=0), X.var(axis=0)
+    np.testing.assert_array_equal(mean, ref_mean)
+    np.testing.assert_array_equal(var, ref_var)
+    dot = speed.column_dot_centred(X, X, np.zeros(3))
+    np.testing.assert_array_equal(dot, np.zeros(3))
+    assert dot.shape == (3,)
+
+
+@pytest.mark.parametrize("A_dtype, c_dtype", [(np.float32, np.float64), (np.int64, np.float64)])
+def test_affine_rows_promotes_like_the_formula_when_only_c_is_wider(A_dtype, c_dtype):
+    A = np.arange(6).reshape(2, 3).astype(A_dtype)
+    a = np.array([1, 2, 3], dtype=A_dtype)
+    c = np.array([0.5, 0.25, 0.125], dtype=c_dtype)
+    out = speed.affine_rows(A, a, c=c)
+    expected = A * a + c
+    assert out.dtype == expected.dtype
+    np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("dtype", [np.bool_, np.int8, np.uint8])
+def test_column_sums_of_integer_and_bool_arrays_match_numpy(dtype):
+    a = np.full((300, 2), 1, dtype=dtype)
+    expected = a.sum(axis=0)
+    out = speed.column_sums(a)
+    assert out.dtype == expected.dtype
+    np.testing.assert_array_equal(out, expected)
