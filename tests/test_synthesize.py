@@ -71,7 +71,16 @@ class TestTotalVariation:
         expected = (a * a + b * b) ** (beta / 2)
         assert total_variation(x, beta=beta).item() == pytest.approx(expected, rel=1e-4)
 
-    @pytest.mark.parametrize("beta", [2.0, 1.0])
+    @pytest.mark.parametrize("beta", [1.0, 1.5, 3.0, 0.5])
+    def test_formula_exact_for_any_beta(self, rng, beta):
+        # mean over n, c, i < H-1, j < W-1 of (d_h^2 + d_w^2)^(beta/2), with no smoothing bias
+        x = rng.random((2, 3, 5, 6)) * 0.01
+        d_h = x[:, :, 1:, :-1] - x[:, :, :-1, :-1]
+        d_w = x[:, :, :-1, 1:] - x[:, :, :-1, :-1]
+        expected = ((d_h ** 2 + d_w ** 2) ** (beta / 2)).mean()
+        np.testing.assert_allclose(total_variation(x, beta=beta).item(), expected, rtol=1e-9)
+
+    @pytest.mark.parametrize("beta", [2.0, 1.0, 1.5])
     def test_gradcheck(self, rng, beta):
         x = Tensor(rng.random((2, 2, 5, 6)), requires_grad=True)
         assert minicnn.gradcheck(lambda t: total_variation(t, beta=beta), [x])

@@ -40,9 +40,11 @@ def total_variation(x, beta=2.0, eps=1e-12):
         TV(x) = mean over n, c and i < H-1, j < W-1 of  (d_h^2 + d_w^2)^(beta/2)
 
     beta = 2 (the default) is the squared-gradient prior: smooth images.
-    beta = 1 is the classic total variation, which allows sharp edges; for
-    beta < 2 the power is taken of (d_h^2 + d_w^2 + eps), minus eps^(beta/2),
-    so the gradient stays finite where the image is flat. A constant image
+    beta = 1 is the classic total variation, which allows sharp edges. For
+    beta < 2 the power s^(beta/2) of s = d_h^2 + d_w^2 has an infinite slope
+    at s = 0 (where the image is flat); where s <= eps it is replaced by the
+    line s * eps^(beta/2 - 1), which meets it at s = eps, so the gradient
+    stays finite and the value is exact wherever s > eps. A constant image
     has TV 0. Returns a scalar Tensor; differentiable in x.
     """
     x = x if isinstance(x, Tensor) else Tensor(as_array(x))
@@ -57,7 +59,12 @@ def total_variation(x, beta=2.0, eps=1e-12):
     s = d_h * d_h + d_w * d_w
     if beta == 2:
         return s.mean()
-    return ((s + eps) ** (beta / 2)).mean() - eps ** (beta / 2)
+    if beta > 2:
+        return (s ** (beta / 2)).mean()
+    flat = (s.data <= eps).astype(s.data.dtype)           # a constant mask: 1 where s <= eps
+    power = (s + Tensor(flat)) ** (beta / 2) * Tensor(1 - flat)  # s^(beta/2) where s > eps (+1: finite elsewhere)
+    line = s * Tensor(flat * eps ** (beta / 2 - 1))        # s * eps^(beta/2 - 1) where s <= eps
+    return (power + line).mean()
 
 
 def gram_matrix(features):
