@@ -181,6 +181,7 @@ def set_blas_threads(n):
 # minicnn's thread pool
 # --------------------------------------------------------------------------
 _POOL = None
+_POOL_LOCK = threading.Lock()
 
 
 @functools.lru_cache(maxsize=None)
@@ -213,9 +214,10 @@ def parallel_chunks(n, work, arrays_on_gpu=False):
     if arrays_on_gpu or k < 2 or _in_pool_thread():
         work(0, n)
         return
-    if _POOL is None:
-        from concurrent.futures import ThreadPoolExecutor
-        _POOL = ThreadPoolExecutor(max_workers=cpu_threads(), thread_name_prefix="minicnn-cpu")
+    with _POOL_LOCK:            # two threads calling at once must not make two pools
+        if _POOL is None:
+            from concurrent.futures import ThreadPoolExecutor
+            _POOL = ThreadPoolExecutor(max_workers=cpu_threads(), thread_name_prefix="minicnn-cpu")
     bounds = [n * i // k for i in range(k + 1)]
     futures = [_POOL.submit(work, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]
     errors = [f.exception() for f in futures]      # waits for every chunk, even after one failed

@@ -236,3 +236,39 @@ def test_column_sums_of_integer_and_bool_arrays_match_numpy(dtype):
     out = speed.column_sums(a)
     assert out.dtype == expected.dtype
     np.testing.assert_array_equal(out, expected)
+
+
+def test_parallel_chunks_called_from_two_threads_at_once_makes_one_pool(monkeypatch):
+    import concurrent.futures
+    import threading
+    import time
+
+    made = []
+    real = concurrent.futures.ThreadPoolExecutor
+
+    class SlowToMake(real):
+        def __init__(self, *args, **kwargs):
+            made.append(self)
+            time.sleep(0.05)              # widen the window between "no pool yet" and "pool set"
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(concurrent.futures, "ThreadPoolExecutor", SlowToMake)
+    monkeypatch.setattr(speed, "_POOL", None)
+    monkeypatch.setattr(speed, "cpu_threads", lambda: 2)
+    outs = [np.zeros(10, dtype=int) for _ in range(2)]
+
+    def call(out):
+        def work(lo, hi):
+            out[lo:hi] += 1
+        speed.parallel_chunks(10, work)
+    threads = [threading.Thread(target=call, args=(out,)) for out in outs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert len(made) == 1, f"{len(made)} thread pools were made; the module keeps one"
+        assert all((out == 1).all() for out in outs)
+    finally:
+        for pool in made:
+            pool.shutdown(wait=True)
