@@ -363,6 +363,17 @@ def test_style_transfer_larger_than_training_size(rng, optimizer):
     assert img2.shape == (1, 3, 12, 20)
 
 
+def test_style_layer_given_as_one_sequential_module(rng):
+    # a single module (here a Sequential, which is iterable) is one layer, not a list of its children
+    from collections import OrderedDict
+    nn.init.manual_seed(0)
+    model = nn.Sequential(OrderedDict([("features", nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())),
+                                       ("head", nn.Sequential(nn.Flatten(), nn.Linear(4 * 8 * 8, 2)))]))
+    content = rng.random((1, 3, 8, 8)).astype(np.float32)
+    style = rng.random((1, 3, 8, 8)).astype(np.float32)
+    _, hist = style_transfer(model, content, style, "features", model.features, steps=2)
+    assert hist.info["style_layers"] == ["features"]
+
 def test_one_channel_network(rng):
     model = tiny_net(c_in=1, classes=3)
     img, hist = class_model(model, 1, size=(16, 16), steps=5)

@@ -26,6 +26,7 @@ import numpy as np
 from .. import functional as F
 from ..autograd import Tensor, no_grad
 from ..backend import to_device
+from ..nn import Module
 from . import objectives as obj
 from .losses import gram_matrix
 from .core import (History, as_images, check_positive, clip_small_pixels, frozen, gaussian_blur, input_channels,
@@ -323,7 +324,7 @@ def style_transfer(model, content, style, content_layer, style_layers, content_w
         check_positive(v, n, allow_zero=True)
     if init not in ("content", "noise"):
         raise ValueError(f"init must be 'content' or 'noise', got {init!r}")
-    if isinstance(style_layers, (str,)) or not hasattr(style_layers, "__iter__"):
+    if isinstance(style_layers, (str, Module)) or not hasattr(style_layers, "__iter__"):   # one layer
         style_layers = [style_layers]
     style_layers = list(style_layers)
     if not style_layers:
