@@ -374,6 +374,13 @@ def test_style_layer_given_as_one_sequential_module(rng):
     _, hist = style_transfer(model, content, style, "features", model.features, steps=2)
     assert hist.info["style_layers"] == ["features"]
 
+def test_class_model_target_as_zero_d_array():
+    model = tiny_net(size=16)
+    img, hist = class_model(model, np.array(2), size=(16, 16), steps=2)
+    ref, ref_hist = class_model(model, 2, size=(16, 16), steps=2)
+    assert img.shape == (1, 3, 16, 16) and hist.info["target"] == 2
+    assert np.array_equal(img, ref) and list(hist) == list(ref_hist)
+
 def test_one_channel_network(rng):
     model = tiny_net(c_in=1, classes=3)
     img, hist = class_model(model, 1, size=(16, 16), steps=5)

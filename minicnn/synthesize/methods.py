@@ -50,6 +50,8 @@ def _class_index(model, target):
         if target not in classes:
             raise ValueError(f"target {target!r} is not a class of the model; classes: {classes}")
         return classes.index(target)
+    if isinstance(target, np.ndarray) and target.ndim == 0:
+        target = target.item()
     if not isinstance(target, (int, np.integer)) or isinstance(target, bool):
         raise TypeError(f"target must be a class index or name, got {target!r}")
     return int(target)
@@ -107,7 +109,7 @@ def class_model(model, target, size=(32, 32), steps=200, lr=0.05, l2=3e-3, blur_
         ``grey_logit`` for a plain grey image (floats for one target, lists
         for several).
     """
-    single = not isinstance(target, (list, tuple, range, np.ndarray))
+    single = np.ndim(target) == 0                          # one int, name or 0-d array
     targets = [_class_index(model, t) for t in ([target] if single else list(target))]
     if not targets:
         raise ValueError("target: give at least one class")
