@@ -206,6 +206,7 @@ def test_assign_increasing_is_a_masked_assignment(values, k, seed):
     np.testing.assert_array_equal(a, expected)
 
 
+@pytest.mark.filterwarnings("ignore:Mean of empty slice", "ignore:Degrees of freedom")   # the NumPy reference
 def test_column_mean_var_and_dot_centred_of_zero_rows_match_numpy():
     X = np.zeros((0, 3))
     with np.errstate(invalid="ignore", divide="ignore"):
