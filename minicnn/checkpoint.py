@@ -41,7 +41,7 @@ from .serialization import load, save
 CHECKPOINT_FORMAT = "minicnn-checkpoint"
 CHECKPOINT_VERSION = 1
 
-__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "CheckpointError", "save_checkpoint", "load_checkpoint",
+__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "CheckpointError", "save_checkpoint", "read_checkpoint", "load_checkpoint",
            "model_from_checkpoint", "pixel_model", "load_model", "describe_mismatch"]
 
 
@@ -73,8 +73,14 @@ def save_checkpoint(path, *, model_name, classes, model, optimizer, scheduler, n
     }, path)
 
 
-def load_checkpoint(path):
-    """Load and sanity-check a training checkpoint (a ``.npz`` written by ``minicnn train``)."""
+def read_checkpoint(path, fmt=CHECKPOINT_FORMAT, kind="a minicnn checkpoint"):
+    """The dict that ``minicnn.save`` wrote to ``path``, checked to carry the ``fmt`` marker.
+
+    Every kind of minicnn checkpoint (training, GAN, image-to-image) is read
+    through here, so a directory, a missing file, a foreign or corrupt file
+    and a checkpoint of another kind each get one clear message (never
+    NumPy's advice to load a file with pickle).
+    """
     path = os.fspath(path)
     if os.path.isdir(path):
         raise CheckpointError(f"checkpoint {path} is a directory; pass the .npz file inside it "
@@ -85,11 +91,17 @@ def load_checkpoint(path):
         ckpt = load(path)
     except Exception:  # a corrupt or foreign file: never suggest loading it with pickle
         raise CheckpointError(f"{path} is not a minicnn checkpoint (not a readable .npz file "
-                              f"written by minicnn train)") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a minicnn checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
+                              f"written by minicnn)") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != fmt:
+        raise CheckpointError(f"{path} is not {kind} (no '{fmt}' marker)")
+    return ckpt
+
+
+def load_checkpoint(path):
+    """Load and sanity-check a training checkpoint (a ``.npz`` written by ``minicnn train``)."""
+    ckpt = read_checkpoint(path)
     if ckpt.get("model_name") not in MODELS:
-        raise CheckpointError(f"{path} holds an unknown model {ckpt.get('model_name')!r}")
+        raise CheckpointError(f"{os.fspath(path)} holds an unknown model {ckpt.get('model_name')!r}")
     return ckpt
 
 

@@ -43,6 +43,7 @@ from .image2image import StopOnSignal, write_rows
 from .models import dcgan_discriminator, dcgan_generator
 from .nn import init
 from .optim import Adam
+from .checkpoint import read_checkpoint
 from .serialization import load, save
 from .train import check_out_folder, format_duration, load_datasets
 
@@ -321,15 +322,7 @@ def _to_tanh_range(images, rng=None):
 
 def load_generator(path, device="cpu"):
     """``(G, config)`` from a ``minicnn gan`` checkpoint; G in eval mode on ``device`` (outputs in [-1, 1])."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise TrainingError(f"checkpoint {path} does not exist")
-    try:
-        ckpt = load(path)
-    except Exception:
-        raise TrainingError(f"{path} is not a minicnn checkpoint (not a readable .npz file)") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise TrainingError(f"{path} is not a GAN checkpoint (no '{FORMAT}' marker)")
+    ckpt = read_checkpoint(path, FORMAT, "a GAN checkpoint")
     cfg = GANConfig(**{k: v for k, v in json.loads(ckpt["config"]).items()
                        if k in {f.name for f in fields(GANConfig)}})
     G = dcgan_generator(cfg.nz, cfg.width, int(ckpt["channels"]))

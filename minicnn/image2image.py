@@ -46,6 +46,7 @@ from .errors import TrainingError
 from .models import IMAGE2IMAGE_MODELS
 from .nn import init
 from .optim import Adam
+from .checkpoint import read_checkpoint
 from .serialization import load, save
 from .train import check_out_folder, format_duration, load_datasets
 
@@ -299,15 +300,7 @@ def _subset(dataset, n, seed):
 
 def load_image2image(path, device="cpu"):
     """``(model, config)`` from a checkpoint of ``train_image2image``; the model in eval mode on ``device``."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise TrainingError(f"checkpoint {path} does not exist")
-    try:
-        ckpt = load(path)
-    except Exception:
-        raise TrainingError(f"{path} is not a minicnn checkpoint (not a readable .npz file)") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise TrainingError(f"{path} is not an image-to-image checkpoint (no '{FORMAT}' marker)")
+    ckpt = read_checkpoint(path, FORMAT, "an image-to-image checkpoint")
     cfg = Image2ImageConfig(**{k: v for k, v in json.loads(ckpt["config"]).items()
                                if k in {f.name for f in fields(Image2ImageConfig)}})
     model = build_image2image_model(cfg.model, cfg.task, int(ckpt["channels"]), cfg.width)

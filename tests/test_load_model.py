@@ -60,3 +60,21 @@ def test_load_model_errors(tmp_path, trained_checkpoint):
         minicnn.load_model(str(tmp_path))
     with pytest.raises(CheckpointError, match="does not exist"):
         minicnn.load_model(str(tmp_path / "missing.npz"))
+
+
+def test_every_kind_of_checkpoint_is_read_through_one_checker(tmp_path, trained_checkpoint):
+    """Training, GAN and image-to-image checkpoints: one reader, one message per kind of wrong file."""
+    from minicnn.gan import load_generator
+    from minicnn.image2image import load_image2image
+
+    text = tmp_path / "notes.npz"
+    text.write_text("not a checkpoint")
+    for load in (minicnn.load_model, load_generator, load_image2image):
+        with pytest.raises(CheckpointError, match="not a minicnn checkpoint"):
+            load(str(text))
+        with pytest.raises(CheckpointError, match="is a directory"):
+            load(str(tmp_path))
+    with pytest.raises(CheckpointError, match="is not a GAN checkpoint"):
+        load_generator(trained_checkpoint)
+    with pytest.raises(CheckpointError, match="is not an image-to-image checkpoint"):
+        load_image2image(trained_checkpoint)
