@@ -41,7 +41,7 @@ from .serialization import load, save
 CHECKPOINT_FORMAT = "minicnn-checkpoint"
 CHECKPOINT_VERSION = 1
 
-__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "CheckpointError", "save_checkpoint", "read_checkpoint", "load_checkpoint",
+__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "CheckpointError", "save_checkpoint", "read_checkpoint", "read_for_resume", "load_checkpoint",
            "model_from_checkpoint", "pixel_model", "load_model", "describe_mismatch"]
 
 
@@ -94,6 +94,22 @@ def read_checkpoint(path, fmt=CHECKPOINT_FORMAT, kind="a minicnn checkpoint"):
                               f"written by minicnn)") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != fmt:
         raise CheckpointError(f"{path} is not {kind} (no '{fmt}' marker)")
+    return ckpt
+
+
+def read_for_resume(last_path, fmt, kind, cfg, run_defining):
+    """``--resume`` of a run folder: the checkpoint at ``last_path``, refused when it is missing, of
+    another kind, or made with other values of the ``run_defining`` settings than ``cfg`` has."""
+    if not os.path.isfile(last_path):
+        raise CheckpointError(f"--resume: no checkpoint at {last_path}; start without --resume")
+    ckpt = load(last_path)
+    if ckpt.get("format") != fmt:
+        raise CheckpointError(f"--resume: {last_path} is not {kind}")
+    saved = json.loads(ckpt["config"])
+    for key in run_defining:
+        if saved.get(key) != getattr(cfg, key):
+            raise CheckpointError(f"--resume: {last_path} was trained with {key}={saved.get(key)!r}, "
+                                  f"this run asks for {getattr(cfg, key)!r}; use the same options or another --out")
     return ckpt
 
 

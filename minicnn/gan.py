@@ -39,13 +39,13 @@ from .autograd import Function, Tensor, no_grad
 from .backend import get_array_module, to_device
 from .data import DataLoader, Subset
 from .errors import TrainingError
-from .image2image import StopOnSignal, write_rows
+from .image2image import StopOnSignal
 from .models import dcgan_discriminator, dcgan_generator
 from .nn import init
 from .optim import Adam
-from .checkpoint import read_checkpoint
-from .serialization import load, save
-from .train import check_out_folder, format_duration, load_datasets
+from .checkpoint import read_checkpoint, read_for_resume
+from .serialization import save
+from .train import check_out_folder, format_duration, load_datasets, write_rows
 
 __all__ = ["GANConfig", "BCEWithLogits", "bce_with_logits", "discriminator_loss", "generator_loss", "gan_step", "interpolate",
            "sample", "train_gan", "load_generator", "plot_samples", "plot_interpolation", "plot_losses", "FORMAT"]
@@ -355,16 +355,7 @@ def train_gan(cfg, log=print):
     fixed = np.random.default_rng([cfg.seed, 7]).standard_normal((cfg.samples, cfg.nz))
     epoch, step, history, steps, partial = 0, 0, [], [], _new_partial()
     if cfg.resume:
-        if not os.path.isfile(last_path):
-            raise TrainingError(f"--resume: no checkpoint at {last_path}; start without --resume")
-        ckpt = load(last_path)
-        if ckpt.get("format") != FORMAT:
-            raise TrainingError(f"--resume: {last_path} is not a GAN checkpoint")
-        saved = json.loads(ckpt["config"])
-        for key in RUN_DEFINING:
-            if saved.get(key) != getattr(cfg, key):
-                raise TrainingError(f"--resume: {last_path} was trained with {key}={saved.get(key)!r}, "
-                                    f"this run asks for {getattr(cfg, key)!r}; use the same options or another --out")
+        ckpt = read_for_resume(last_path, FORMAT, "a GAN checkpoint", cfg, RUN_DEFINING)
         G.load_state_dict(ckpt["generator"])
         D.load_state_dict(ckpt["discriminator"])
         opt_G.load_state_dict(ckpt["opt_g"])

@@ -27,7 +27,6 @@ Python::
     result = train_image2image(Image2ImageConfig(task="denoise", model="unet_small", epochs=2, out="runs/dn"))
     model, cfg = load_image2image("runs/dn/last.npz")
 """
-import csv
 import json
 import math
 import os
@@ -46,12 +45,12 @@ from .errors import TrainingError
 from .models import IMAGE2IMAGE_MODELS
 from .nn import init
 from .optim import Adam
-from .checkpoint import read_checkpoint
-from .serialization import load, save
-from .train import check_out_folder, format_duration, load_datasets
+from .checkpoint import read_checkpoint, read_for_resume
+from .serialization import save
+from .train import check_out_folder, format_duration, load_datasets, write_rows
 
 __all__ = ["TASKS", "Image2ImageConfig", "grayscale", "corrupt", "input_channels", "psnr", "evaluate_image2image",
-           "train_image2image", "load_image2image", "build_image2image_model", "StopOnSignal", "write_rows",
+           "train_image2image", "load_image2image", "build_image2image_model", "StopOnSignal",
            "plot_image_rows", "FORMAT"]
 
 TASKS = ("denoise", "colorize", "reconstruct")
@@ -203,17 +202,6 @@ class StopOnSignal:
         return False
 
 
-def write_rows(path, rows, fieldnames):
-    """``rows`` (dicts) as a CSV file with ``fieldnames`` as header, written atomically."""
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fieldnames, extrasaction="ignore")
-        w.writeheader()
-        for row in rows:
-            w.writerow(row)
-    os.replace(tmp, path)
-
-
 def _to_hwc(images):
     """(N, C, H, W) raw array in [0, 1] -> NumPy (N, H, W, 3) for imshow (grey repeated)."""
     a = np.asarray(to_device(images, "cpu"), dtype=np.float64)
@@ -335,16 +323,7 @@ def train_image2image(cfg, log=print):
     grid_x = next(iter(DataLoader(Subset(test_set, spread), len(spread), device=cfg.device, prefetch=False)))[0].data
     epoch, step, history, partial = 0, 0, [], {"loss_sum": 0.0, "seen": 0, "elapsed": 0.0}
     if cfg.resume:
-        if not os.path.isfile(last_path):
-            raise TrainingError(f"--resume: no checkpoint at {last_path}; start without --resume")
-        ckpt = load(last_path)
-        if ckpt.get("format") != FORMAT:
-            raise TrainingError(f"--resume: {last_path} is not an image-to-image checkpoint")
-        saved = json.loads(ckpt["config"])
-        for key in RUN_DEFINING:
-            if saved.get(key) != getattr(cfg, key):
-                raise TrainingError(f"--resume: {last_path} was trained with {key}={saved.get(key)!r}, "
-                                    f"this run asks for {getattr(cfg, key)!r}; use the same options or another --out")
+        ckpt = read_for_resume(last_path, FORMAT, "an image-to-image checkpoint", cfg, RUN_DEFINING)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         epoch, step = int(ckpt["epoch"]), int(ckpt["step"])

@@ -32,7 +32,7 @@ from .finetune import (BACKBONE, check_architecture, freeze, frozen_batchnorm_la
                        init_from_checkpoint, keep_frozen_statistics, match_patterns)
 from .loop import fit
 from .regularisation import apply_max_norm, regularised_loss, regularised_parameters
-from .reports import format_report, plot_confusion, plot_curves, write_metrics
+from .reports import format_report, plot_confusion, plot_curves, write_metrics, write_rows
 from .trainer import (ESTIMATE_AFTER_STEPS, RUN_DEFINING, Trainer, check_out_folder, estimate_message,
                       format_duration)
 
@@ -40,7 +40,7 @@ __all__ = [
     "fit", "TrainConfig", "Trainer", "TrainingError", "CheckpointError", "DEFAULT_MODEL", "ADVERSARIAL_METHODS",
     "defaults_for", "complete_config", "param_groups", "build_optimizer", "build_scheduler",
     "DEFAULT_DATA_PLACES", "resolve_data", "load_datasets", "how_to_get_data",
-    "evaluate", "evaluate_checkpoint", "format_report", "plot_curves", "plot_confusion", "write_metrics",
+    "evaluate", "evaluate_checkpoint", "format_report", "plot_curves", "plot_confusion", "write_metrics", "write_rows",
     "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "save_checkpoint", "load_checkpoint", "model_from_checkpoint",
     "RUN_DEFINING", "ESTIMATE_AFTER_STEPS", "check_out_folder", "format_duration", "estimate_message",
     "Ensemble", "EnsembleResult", "evaluate_ensemble", "evaluate_checkpoints", "format_ensemble_table",

@@ -8,21 +8,26 @@ import os
 
 import numpy as np
 
-__all__ = ["METRICS_FIELDS", "write_metrics", "format_report", "plot_curves", "plot_confusion"]
+__all__ = ["METRICS_FIELDS", "write_rows", "write_metrics", "format_report", "plot_curves", "plot_confusion"]
 
 METRICS_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "epoch_time_s",
                   "images_per_s"]
 
 
-def write_metrics(path, history):
-    """One CSV row per epoch of ``history`` (a list of dicts with ``METRICS_FIELDS``)."""
+def write_rows(path, rows, fieldnames):
+    """``rows`` (dicts) as a CSV file with ``fieldnames`` as header, written atomically."""
     tmp = path + ".tmp"
     with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=METRICS_FIELDS, extrasaction="ignore")
+        w = csv.DictWriter(f, fieldnames=fieldnames, extrasaction="ignore")
         w.writeheader()
-        for row in history:
+        for row in rows:
             w.writerow(row)
     os.replace(tmp, path)
+
+
+def write_metrics(path, history):
+    """One CSV row per epoch of ``history`` (a list of dicts with ``METRICS_FIELDS``)."""
+    write_rows(path, history, METRICS_FIELDS)
 
 
 def format_report(accuracy, confusion, classes):
