@@ -24,11 +24,13 @@ from .dataset import (ArrayDataset, DatasetError, Subset, channel_stats, gather,
                       train_val_split)
 from .cifar import CIFAR10
 from .folder import ImageFolder, default_cache_dir
-from .transforms import Compose, Normalize, RandomCrop, RandomHorizontalFlip, ToFloat
+from .transforms import (AlternatingFlip, BatchPosition, Compose, Normalize, RandomCrop, RandomHorizontalFlip,
+                         RandomTranslate, ToFloat)
 from .loader import DataLoader
 
 __all__ = [
     "ArrayDataset", "DatasetError", "Subset", "channel_stats", "gather", "random_split",
     "train_val_split", "CIFAR10", "ImageFolder", "default_cache_dir",
-    "Compose", "Normalize", "RandomCrop", "RandomHorizontalFlip", "ToFloat", "DataLoader",
+    "Compose", "Normalize", "RandomCrop", "RandomTranslate", "RandomHorizontalFlip", "AlternatingFlip",
+    "BatchPosition", "ToFloat", "DataLoader",
 ]

@@ -29,7 +29,7 @@ import numpy as np
 from ..autograd import Tensor
 from ..backend import to_device
 from .dataset import gather
-from .transforms import ToFloat
+from .transforms import BatchPosition, ToFloat
 
 __all__ = ["DataLoader"]
 
@@ -55,7 +55,10 @@ class DataLoader:
         transform: called as ``transform(images, rng)`` on the uint8 NCHW
             batch, already on ``device``. If it returns integers (or
             ``transform`` is None) the loader scales them to float32 in [0, 1]
-            like ``ToFloat``; a floating result is cast to float32.
+            like ``ToFloat``; a floating result is cast to float32. A
+            transform whose ``uses_position`` is True (``AlternatingFlip``,
+            or a ``Compose`` holding one) is called as
+            ``transform(images, rng, BatchPosition(indices, epoch))``.
         seed: seeds the shuffle and the augmentation of every epoch.
         device: ``'cpu'`` or ``'gpu'``.
         prefetch: prepare the next batch in a background thread.
@@ -112,14 +115,16 @@ class DataLoader:
         order = (np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle
                  else np.arange(n))
         stop = len(self) * self.batch_size if self.drop_last else n
-        return [(order[i:i + self.batch_size], np.random.default_rng([self.seed, epoch, k]))
+        return [(order[i:i + self.batch_size], np.random.default_rng([self.seed, epoch, k]), epoch)
                 for k, i in enumerate(range(0, stop, self.batch_size))]
 
-    def _make_batch(self, indices, rng):
+    def _make_batch(self, indices, rng, epoch):
         images, labels = gather(self.dataset, indices)
         images = to_device(np.ascontiguousarray(images), self.device)
         labels = to_device(np.asarray(labels, dtype=np.int64), self.device)
-        if self.transform is not None:
+        if getattr(self.transform, "uses_position", False):
+            images = self.transform(images, rng, BatchPosition(indices, epoch))
+        elif self.transform is not None:
             images = self.transform(images, rng)
         if images.dtype.kind in "iub":
             images = self._to_float(images.astype("uint8", copy=False))
@@ -131,7 +136,7 @@ class DataLoader:
         plan = self._epoch_plan(self.epoch)[self.start_batch:]
         self.epoch, self.start_batch = self.epoch + 1, 0
         if not self.prefetch:
-            return (self._make_batch(b, rng) for b, rng in plan)
+            return (self._make_batch(*batch) for batch in plan)
         return self._prefetching(plan)
 
     def _prefetching(self, plan):
@@ -151,8 +156,8 @@ class DataLoader:
 
         def worker():
             try:
-                for b, rng in plan:
-                    if stop.is_set() or not put(self._make_batch(b, rng)):
+                for batch in plan:
+                    if stop.is_set() or not put(self._make_batch(*batch)):
                         return
                 put(_DONE)
             except BaseException as e:  # carried to the consumer and raised there

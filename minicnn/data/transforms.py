@@ -26,7 +26,8 @@ import numpy as np
 
 from ..backend import get_array_module
 
-__all__ = ["Compose", "ToFloat", "Normalize", "RandomCrop", "RandomHorizontalFlip"]
+__all__ = ["Compose", "ToFloat", "Normalize", "RandomCrop", "RandomTranslate", "RandomHorizontalFlip",
+           "AlternatingFlip", "BatchPosition"]
 
 
 def _check_batch(name, batch, channels=None):
@@ -51,10 +52,15 @@ class Compose:
             if not callable(t):
                 raise TypeError(f"Compose: every transform must be callable, got {t!r}")
 
-    def __call__(self, batch, rng=None):
+    @property
+    def uses_position(self):
+        """True if a transform inside needs to know which images the batch holds (``BatchPosition``)."""
+        return any(getattr(t, "uses_position", False) for t in self.transforms)
+
+    def __call__(self, batch, rng=None, position=None):
         rng = _rng(rng)
         for t in self.transforms:
-            batch = t(batch, rng)
+            batch = t(batch, rng, position) if getattr(t, "uses_position", False) else t(batch, rng)
         return batch
 
     def __repr__(self):
@@ -109,9 +115,11 @@ class Normalize:
 
 
 class RandomCrop:
-    """Zero-pad each side by ``padding``, then cut a random ``size`` x ``size`` window per image.
+    """Pad each side by ``padding``, then cut a random ``size`` x ``size`` window per image.
 
-    With ``P`` the zero-padded batch, (N, C, H + 2p, W + 2p), and per-image
+    ``padding_mode`` is ``'constant'`` (zeros, the classic CIFAR crop) or
+    ``'reflect'`` (mirror the border without repeating it, as ``numpy.pad``).
+    With ``P`` the padded batch, (N, C, H + 2p, W + 2p), and per-image
     offsets ``dy[n], dx[n]`` drawn uniformly from ``0 .. H + 2p - size``::
 
         y[n, c, i, j] = P[n, c, dy[n] + i, dx[n] + j]
@@ -122,33 +130,65 @@ class RandomCrop:
     window.
     """
 
-    def __init__(self, size, padding=0):
+    def __init__(self, size, padding=0, padding_mode="constant"):
         self.size = (size, size) if np.isscalar(size) else tuple(size)
         self.padding = int(padding)
         if len(self.size) != 2 or min(self.size) <= 0 or self.padding < 0:
-            raise ValueError(f"RandomCrop: size must be a positive int or pair and padding >= 0, "
+            raise ValueError(f"{type(self).__name__}: size must be a positive int or pair and padding >= 0, "
                              f"got size={size!r}, padding={padding!r}")
+        if padding_mode not in ("constant", "reflect"):
+            raise ValueError(f"{type(self).__name__}: padding_mode must be 'constant' or 'reflect', "
+                             f"got {padding_mode!r}")
+        self.padding_mode = padding_mode
 
     def __call__(self, batch, rng=None):
-        _check_batch("RandomCrop", batch)
+        _check_batch(type(self).__name__, batch)
+        return self._crop(batch, rng, *self.size)
+
+    def _crop(self, batch, rng, th, tw):
         xp = get_array_module(batch)
         n, c, h, w = batch.shape
         p = self.padding
-        th, tw = self.size
+        name = type(self).__name__
+        if self.padding_mode == "reflect" and p >= min(h, w):
+            raise ValueError(f"{name}: reflect padding {p} needs images larger than {p} "
+                             f"pixels, got {h}x{w}")
         if th > h + 2 * p or tw > w + 2 * p:
-            raise ValueError(f"RandomCrop: crop {th}x{tw} is larger than the padded image "
+            raise ValueError(f"{name}: crop {th}x{tw} is larger than the padded image "
                              f"{h + 2 * p}x{w + 2 * p} (batch {batch.shape}, padding {p})")
         rng = _rng(rng)
         dy = rng.integers(0, h + 2 * p - th + 1, size=n)
         dx = rng.integers(0, w + 2 * p - tw + 1, size=n)
-        padded = xp.pad(batch, ((0, 0), (0, 0), (p, p), (p, p))) if p else batch
+        padded = xp.pad(batch, ((0, 0), (0, 0), (p, p), (p, p)), mode=self.padding_mode) if p else batch
         windows = _all_windows(xp, padded, th, tw)
         # Advanced indices separated by a slice: the (N,) index dimension goes first,
         # then C, then the window's (th, tw): (N, C, th, tw).
         return windows[xp.arange(n), :, xp.asarray(dy), xp.asarray(dx)]
 
     def __repr__(self):
-        return f"RandomCrop(size={self.size}, padding={self.padding})"
+        return f"RandomCrop(size={self.size}, padding={self.padding}, padding_mode={self.padding_mode!r})"
+
+
+class RandomTranslate(RandomCrop):
+    """Shift each image by a random (dy, dx) in -shift .. shift pixels, keeping its size.
+
+    ``RandomCrop`` of the image's own size from the image padded by
+    ``shift``; the uncovered border is filled by reflection (default) or
+    zeros (``padding_mode='constant'``). With shift 2 and reflection this is
+    the translation of the fast CIFAR-10 recipes.
+    """
+
+    def __init__(self, shift, padding_mode="reflect"):
+        if isinstance(shift, bool) or not isinstance(shift, (int, np.integer)) or shift < 0:
+            raise ValueError(f"RandomTranslate: shift must be an int >= 0 (pixels), got {shift!r}")
+        super().__init__(1, padding=shift, padding_mode=padding_mode)
+
+    def __call__(self, batch, rng=None):
+        _check_batch("RandomTranslate", batch)
+        return self._crop(batch, rng, batch.shape[2], batch.shape[3])
+
+    def __repr__(self):
+        return f"RandomTranslate(shift={self.padding}, padding_mode={self.padding_mode!r})"
 
 
 def _all_windows(xp, x, th, tw):
@@ -175,3 +215,65 @@ class RandomHorizontalFlip:
 
     def __repr__(self):
         return f"RandomHorizontalFlip(p={self.p})"
+
+
+class BatchPosition:
+    """Which images a batch holds: ``indices`` (their positions in the dataset) and the ``epoch``.
+
+    The ``DataLoader`` passes one to transforms whose ``uses_position`` is True.
+    """
+
+    def __init__(self, indices, epoch):
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.epoch = int(epoch)
+
+    def __repr__(self):
+        return f"BatchPosition({len(self.indices)} indices, epoch={self.epoch})"
+
+
+def _hash_bits(indices, seed):
+    """One pseudo-random bit per index, fixed by (index, seed): the low bit of a SplitMix64 hash."""
+    with np.errstate(over="ignore"):                  # the hash is arithmetic modulo 2**64
+        z = np.asarray(indices, dtype=np.uint64) + np.uint64(seed + 1) * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(63)).astype(bool)          # the top bit: the best mixed
+
+
+class AlternatingFlip:
+    """Mirror image i in epoch e iff  first[i] XOR (e is odd),  first[i] a fixed random bit.
+
+    Epoch 0 flips a random half (as ``RandomHorizontalFlip``); after that
+    every image alternates, so any two consecutive epochs show each image
+    once as it is and once mirrored (Jordan 2024, "94% on CIFAR-10 in 3.29
+    seconds"). Random flips leave, by chance, a quarter of the images with
+    the same orientation in both epochs. ``first`` comes from (index,
+    ``seed``), not from the loader's generator.
+
+    Needs to know which images and epoch the batch holds: inside a
+    ``DataLoader`` it gets them (``uses_position``); called by hand, pass
+    ``position=BatchPosition(indices, epoch)``.
+    """
+
+    uses_position = True
+
+    def __init__(self, seed=0):
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"AlternatingFlip: seed must be a non-negative int, got {seed!r}")
+        self.seed = int(seed)
+
+    def __call__(self, batch, rng=None, position=None):
+        _check_batch("AlternatingFlip", batch)
+        if not isinstance(position, BatchPosition):
+            raise ValueError("AlternatingFlip: needs position=BatchPosition(indices, epoch), which a DataLoader "
+                             f"passes; got {position!r}")
+        if len(position.indices) != batch.shape[0]:
+            raise ValueError(f"AlternatingFlip: position has {len(position.indices)} indices for a batch of "
+                             f"{batch.shape[0]} images")
+        flip = _hash_bits(position.indices, self.seed) ^ bool(position.epoch % 2)
+        xp = get_array_module(batch)
+        return xp.where(xp.asarray(flip)[:, None, None, None], batch[:, :, :, ::-1], batch)
+
+    def __repr__(self):
+        return f"AlternatingFlip(seed={self.seed})"

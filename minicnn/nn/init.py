@@ -45,7 +45,7 @@ from ..autograd import Tensor
 __all__ = [
     "manual_seed", "get_rng", "calculate_gain", "calculate_fan_in_and_fan_out",
     "kaiming_normal_", "kaiming_uniform_", "xavier_normal_", "xavier_uniform_",
-    "normal_", "uniform_", "constant_", "zeros_", "ones_",
+    "normal_", "uniform_", "constant_", "zeros_", "ones_", "dirac_", "patch_whitening_",
 ]
 
 _rng = np.random.default_rng()
@@ -207,3 +207,97 @@ def xavier_uniform_(tensor, gain=1.0, rng=None):
         raise ValueError("xavier_uniform_: cannot initialize a tensor with zero elements")
     bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
     return uniform_(tensor, -bound, bound, rng=rng)
+
+
+def dirac_(tensor):
+    """Identity-like convolution weight: w[o, o, centre] = 1 for o < min(C_out, C_in), 0 elsewhere.
+
+    A 'same'-padded convolution with this weight copies its first
+    min(C_out, C_in) input channels to its outputs (and outputs 0 on the
+    other channels): a network starts close to passing its input through.
+    """
+    shape = _shape(tensor, "dirac_")
+    if len(shape) != 4:
+        raise ValueError(f"dirac_: expected a 4-D convolution weight (C_out, C_in, KH, KW), got shape {shape}")
+    values = np.zeros(shape)
+    k = min(shape[0], shape[1])
+    values[np.arange(k), np.arange(k), shape[2] // 2, shape[3] // 2] = 1.0
+    return _fill(tensor, values, "dirac_")
+
+
+def patch_statistics(images, kernel_size, chunk=256):
+    """Mean (D,) and covariance (D, D) of every ``kernel_size`` x ``kernel_size`` patch of ``images``.
+
+    ``images`` is (N, C, H, W); a patch is flattened in a convolution
+    weight's order (C, KH, KW), so D = C * KH * KW, and the patches are all
+    (H - KH + 1) * (W - KW + 1) positions of every image (stride 1, no
+    padding). Accumulated in float64, ``chunk`` images at a time.
+    """
+    x = np.asarray(images)
+    if x.ndim != 4:
+        raise ValueError(f"patch_statistics: images must be (N, C, H, W), got shape {x.shape}")
+    kh, kw = (kernel_size, kernel_size) if np.isscalar(kernel_size) else tuple(kernel_size)
+    if kh > x.shape[2] or kw > x.shape[3]:
+        raise ValueError(f"patch_statistics: kernel {kh}x{kw} is larger than the images {x.shape[2]}x{x.shape[3]}")
+    d = x.shape[1] * kh * kw
+    total, outer, count = np.zeros(d), np.zeros((d, d)), 0
+    for i in range(0, len(x), chunk):
+        windows = np.lib.stride_tricks.sliding_window_view(x[i:i + chunk].astype(np.float64), (kh, kw),
+                                                           axis=(2, 3))      # (n, C, H', W', KH, KW)
+        patches = windows.transpose(0, 2, 3, 1, 4, 5).reshape(-1, d)       # one row per position
+        total += patches.sum(axis=0)
+        outer += patches.T @ patches
+        count += len(patches)
+    mean = total / count
+    return mean, outer / count - np.outer(mean, mean)
+
+
+def patch_whitening_(conv, images, eps=5e-4):
+    """Set a convolution to whiten the patches of ``images`` (PCA whitening); returns ``conv``.
+
+    With m and S = V diag(lam) V^T the mean and covariance of the K x K
+    patches p of ``images`` (``patch_statistics``; D = C K K values each),
+    the whitening map is
+
+        y = W (p - m),   W = diag(1 / sqrt(lam + eps)) V^T   (D x D)
+
+    so Cov(y) = diag(lam / (lam + eps)), the identity up to ``eps``: each
+    output channel is one principal direction of the patches, scaled to unit
+    variance. The weight is W reshaped to (D, C, K, K) and the bias is
+    -W m. A convolution with 2D outputs gets the rows (W, -W) and biases
+    (b, -b), so a following ReLU keeps both signs of every direction.
+
+    ``images`` must be what the network's first layer sees (normalized the
+    same way). ``conv`` needs ``in_channels == C``, a square kernel, stride 1
+    and no padding, dilation 1, groups 1, and D or 2D output channels. The
+    fast CIFAR-10 recipe freezes this weight (``requires_grad = False``).
+    """
+    weight = getattr(conv, "weight", None)
+    if weight is None or _array(weight, "patch_whitening_").ndim != 4:
+        raise TypeError(f"patch_whitening_: conv must be a Conv2d, got {type(conv).__name__}")
+    c_out, c_in, kh, kw = _shape(weight, "patch_whitening_")
+    x = np.asarray(images.data if isinstance(images, Tensor) else images)
+    if x.ndim != 4 or x.shape[1] != c_in:
+        raise ValueError(f"patch_whitening_: images must be (N, {c_in}, H, W) for a conv with {c_in} input "
+                         f"channels, got shape {x.shape}")
+    d = c_in * kh * kw
+    if c_out not in (d, 2 * d):
+        raise ValueError(f"patch_whitening_: a {kh}x{kw} conv on {c_in} channels whitens D = {d} patch "
+                         f"values; it needs out_channels {d} or {2 * d}, got {c_out}")
+    geometry = {k: getattr(conv, k, None) for k in ("stride", "padding", "dilation", "groups")}
+    if geometry != {"stride": (1, 1), "padding": (0, 0), "dilation": (1, 1), "groups": 1}:
+        raise ValueError(f"patch_whitening_: conv must have stride 1, padding 0, dilation 1 and groups 1, "
+                         f"got {geometry}")
+    if not eps > 0:
+        raise ValueError(f"patch_whitening_: eps must be > 0, got {eps}")
+    mean, cov = patch_statistics(x, (kh, kw))
+    lam, vecs = np.linalg.eigh(cov)                       # ascending
+    lam, vecs = lam[::-1], vecs[:, ::-1]                  # the largest variance first
+    w = vecs.T / np.sqrt(np.clip(lam, 0, None) + eps)[:, None]      # (D, D): row i = direction i
+    b = -w @ mean
+    if c_out == 2 * d:
+        w, b = np.concatenate([w, -w]), np.concatenate([b, -b])
+    _fill(weight, w.reshape(c_out, c_in, kh, kw), "patch_whitening_")
+    if getattr(conv, "bias", None) is not None:
+        _fill(conv.bias, b, "patch_whitening_")
+    return conv
