@@ -38,7 +38,7 @@ def minicnn_setup(model_name, batch, device, seed=0):
     minicnn.nn.init.manual_seed(seed)
     model = models.get_model(model_name).to(device)
     model.train()
-    opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    opt = optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05, momentum=0.9, weight_decay=5e-4)
     rng = np.random.default_rng(seed)
     x = minicnn.tensor(rng.standard_normal((batch, 3, 32, 32)).astype(np.float32)).to(device)
     y = minicnn.tensor(rng.integers(0, 10, batch).astype(np.int64)).to(device)
@@ -82,6 +82,22 @@ def torch_model(name):
                 sc = TF.pad(x[:, :, ::self.stride, ::self.stride], (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2))
             return TF.relu(out + sc)
 
+    if name == "fast_cnn":
+        class Scale(tnn.Module):
+            def forward(self, x):
+                return x / 9
+
+        def group(ci, co):
+            bns = [tnn.BatchNorm2d(co), tnn.BatchNorm2d(co)]
+            for bn in bns:
+                bn.weight.requires_grad_(False)
+            return [tnn.Conv2d(ci, co, 3, padding=1, bias=False), tnn.MaxPool2d(2), bns[0], tnn.ReLU(),
+                    tnn.Conv2d(co, co, 3, padding=1, bias=False), bns[1], tnn.ReLU()]
+        whiten = tnn.Conv2d(3, 24, 2)
+        whiten.weight.requires_grad_(False)
+        return tnn.Sequential(whiten, tnn.ReLU(), *group(24, 32), *group(32, 64), *group(64, 128),
+                              tnn.MaxPool2d(3), tnn.Flatten(), tnn.Linear(128, 10, bias=False), Scale())
+
     if name != "resnet20":
         raise SystemExit(f"no PyTorch twin for {name}")
     layers, ci = [tnn.Conv2d(3, 16, 3, padding=1, bias=False), tnn.BatchNorm2d(16), tnn.ReLU()], 16
@@ -99,7 +115,8 @@ def torch_setup(model_name, batch, device, seed=0):
     dev = "cuda" if device == "gpu" else "cpu"
     model = torch_model(model_name).to(dev)
     model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05, momentum=0.9,
+                          weight_decay=5e-4)
     rng = np.random.default_rng(seed)
     x = torch.tensor(rng.standard_normal((batch, 3, 32, 32)).astype(np.float32), device=dev)
     y = torch.tensor(rng.integers(0, 10, batch).astype(np.int64), device=dev)

@@ -46,14 +46,15 @@ __all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "CheckpointError", "save_c
 
 
 def save_checkpoint(path, *, model_name, classes, model, optimizer, scheduler, norm, epoch, step=0,
-                    config=None, history=(), best_acc=-1.0, partial_epoch=None):
+                    config=None, history=(), best_acc=-1.0, partial_epoch=None, ema=None):
     """Write a training checkpoint (see the module docstring) atomically with ``minicnn.save``.
 
     ``model``, ``optimizer`` and ``scheduler`` are the objects themselves
     (their ``state_dict`` is saved); ``norm`` is ``(mean, std)``; ``config``
-    a dict of the run's settings.
+    a dict of the run's settings; ``ema`` an ``optim.EMA`` (its average is saved too).
     """
-    save({
+    extra = {"ema": ema.state_dict()} if ema is not None else {}
+    save({**extra,
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
         "model_name": str(model_name),

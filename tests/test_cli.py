@@ -38,7 +38,9 @@ def test_help_shows_defaults_and_examples(verb):
     assert "(default: cpu)" in out                       # defaults are shown
     assert "%%" not in out and "%(" not in out
     if verb == "train":
-        assert "(default: simple_cnn)" in out and "(default: 128)" in out and "(default: 7)" in out
+        flat = " ".join(out.split())
+        assert "fast_cnn for the fast recipe, simple_cnn for the standard one" in flat
+        assert "(default: fast 256, standard 128)" in flat and "(default: 7)" in out and "--recipe" in out
         assert "50% and 75%" in out and "--max-minutes" in out and "--adversarial" in out
     else:
         assert "--no-progress" in out
@@ -65,16 +67,17 @@ def test_fraction_arguments_are_accepted():
     from minicnn.cli import build_parser
 
     args = build_parser().parse_args(["train", "--adv-eps", "8/255", "--max-minutes", "1.5"])
-    assert args.adv_eps == 8 / 255 and args.max_minutes == 1.5 and args.model == "simple_cnn"
+    assert args.adv_eps == 8 / 255 and args.max_minutes == 1.5 and args.model is None and args.recipe is None
 
 
-def test_train_without_model_is_simple_cnn_and_max_minutes_caps_it(tiny_tree, tmp_path):
-    """No --model: simple_cnn (minutes on a CPU), never ResNet-20 for 182 epochs; the cap stops, saves, tests."""
+def test_train_without_model_is_the_fast_recipe_and_max_minutes_caps_it(tiny_tree, tmp_path):
+    """No --model: the fast recipe (minutes on a CPU), never ResNet-20 for 182 epochs; the cap stops, saves, tests."""
     out = tmp_path / "run"
     rc, stdout, stderr = run_cli("train", "--data", tiny_tree, "--out", out, "--max-minutes", "0.0001",
-                                 "--val-split", "0", "--no-progress")
+                                 "--batch-size", "20", "--no-progress")
     assert rc == 0, stderr
-    assert "model: simple_cnn" in stdout and "15 epochs" in stdout and "resnet" not in stdout
+    assert "model: fast_cnn" in stdout and "recipe fast" in stdout and "8 epochs" in stdout
+    assert "resnet" not in stdout
     assert "stopped at the --max-minutes 0.0001 cap" in stdout and "test accuracy:" in stdout
     assert (out / "last.npz").is_file() and (out / "test.json").is_file()
     ckpt = minicnn.load(str(out / "last.npz"))
@@ -93,8 +96,8 @@ def test_out_is_checked_before_any_work(tiny_tree, tmp_path):
 
 def test_diverged_run_says_no_checkpoint_and_leaves_no_empty_folder(tiny_tree, tmp_path):
     out = tmp_path / "runs" / "diverged"
-    rc, stdout, stderr = run_cli("train", "--data", tiny_tree, "--out", out, "--lr", "1e30", "--no-progress",
-                                 "--val-split", "0")
+    rc, stdout, stderr = run_cli("train", "--model", "simple_cnn", "--data", tiny_tree, "--out", out, "--lr", "1e30",
+                                 "--no-progress", "--val-split", "0")
     assert rc == 2 and "the loss became nan" in stderr and "no checkpoint was written yet" in stderr
     assert "last good checkpoint" not in stderr and "Traceback" not in stderr
     assert not (tmp_path / "runs").exists()

@@ -307,7 +307,9 @@ def test_default_model_is_quick_and_resnets_keep_the_paper_recipe():
     from minicnn.train import DEFAULT_MODEL, complete_config
 
     cfg = complete_config(TrainConfig())
-    assert cfg.model == DEFAULT_MODEL == "simple_cnn" and cfg.epochs <= 15 and cfg.schedule == "onecycle"
+    assert cfg.model == "fast_cnn" and cfg.recipe == "fast" and cfg.epochs <= 15
+    standard = complete_config(TrainConfig(recipe="standard"))
+    assert standard.model == DEFAULT_MODEL == "simple_cnn" and standard.epochs <= 15 and standard.schedule == "onecycle"
     paper = complete_config(TrainConfig(model="resnet20"))
     assert (paper.epochs, paper.lr, paper.schedule) == (182, 0.1, "step")
 

@@ -1,5 +1,5 @@
 """``minicnn train`` and ``minicnn eval``: training on CIFAR-10 and the test accuracy of a checkpoint."""
-from .common import HelpFormatter, check_device, integer, number, positive_int, positive_number
+from .common import CLIError, HelpFormatter, check_device, integer, number, positive_int, positive_number
 
 
 
@@ -18,16 +18,22 @@ non_negative.__name__ = "non-negative number"
 TRAIN_DESCRIPTION = """\
 Train a CNN on CIFAR-10 and report its test accuracy.
 
-With no options it trains simple_cnn for 15 epochs with a one-cycle schedule:
-minutes on a CPU, about 79% test accuracy. The ResNets default to the ResNet
-paper's recipe (182 epochs, lr 0.1 divided by 10 at 50% and 75% of training,
-weight decay 1e-4): hours on a GPU, days on a CPU. After the first steps the
+With no options it runs the fast recipe: fast_cnn, a small VGG-like network
+with a patch-whitening first layer, trained for a few epochs on all 50,000
+training images with the tricks of the fast CIFAR-10 recipes (see
+docs/13-fast-recipe.md), then tested with flipped and shifted views. Naming a
+--model selects the standard recipe: simple_cnn trains 15 one-cycle epochs;
+the ResNets default to the ResNet paper's recipe (182 epochs, lr 0.1 divided
+by 10 at 50% and 75% of training, weight decay 1e-4): hours on a GPU, days on
+a CPU. After the first steps the
 command prints an estimate of the training time. Ctrl-C or SIGTERM saves a
 checkpoint; the same command plus --resume continues it."""
 
 TRAIN_EXAMPLES = """\
 examples:
-  minicnn train --model simple_cnn --epochs 15 --out runs/simple_cnn     # CPU, minutes
+  minicnn train                                                          # the fast recipe (CPU, minutes)
+  minicnn train --ema 0 --tta none --out runs/no-ema-tta                  # the fast recipe without two tricks
+  minicnn train --model simple_cnn --epochs 15 --out runs/simple_cnn     # the standard recipe
   minicnn train --model resnet20 --device gpu --out runs/resnet20        # the paper's recipe, on a GPU
   minicnn train --model resnet20 --epochs 5 --max-minutes 30             # a capped CPU run
   minicnn train --adversarial pgd --adv-eps 8/255 --out runs/robust      # adversarial training
@@ -62,35 +68,74 @@ DATA_HELP = ("CIFAR-10 location: an image-folder tree with train/ and test/, or 
 
 def add_parser(sub):
     from ..models import MODELS
-    from ..train.config import ADVERSARIAL_METHODS, DEFAULT_MODEL
+    from ..train.config import ADVERSARIAL_METHODS, DEFAULT_MODEL, FLIPS, PAD_MODES, RECIPES, SCHEDULES
+    from ..train.evaluation import TTA_MODES
 
     t = sub.add_parser("train", help="train a model on CIFAR-10", description=TRAIN_DESCRIPTION,
                        epilog=TRAIN_EXAMPLES, formatter_class=HelpFormatter)
-    t.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(MODELS), metavar="MODEL",
-                   help=f"architecture, one of: {', '.join(sorted(MODELS))}")
+    fast, std = RECIPES["fast"], RECIPES["standard"]
+    t.add_argument("--recipe", choices=sorted(RECIPES), default=None,
+                   help="fast (the default when no --model is given) or standard (the default with --model); "
+                        "every option below overrides the recipe's value")
+    t.add_argument("--model", default=None, choices=sorted(MODELS), metavar="MODEL",
+                   help=f"architecture, one of: {', '.join(sorted(MODELS))} (default: {fast['model']} for the "
+                        f"fast recipe, {DEFAULT_MODEL} for the standard one)")
     t.add_argument("--data", default=None, help=DATA_HELP)
     t.add_argument("--epochs", type=positive_int, default=None,
-                   help="epochs to train (default: 182 for the ResNets, 15 for the other models)")
-    t.add_argument("--batch-size", type=positive_int, default=128, help="images per step")
+                   help=f"epochs to train (default: fast {fast['epochs']}; standard 182 for the ResNets, 15 "
+                        f"for the other models)")
+    t.add_argument("--batch-size", type=positive_int, default=None,
+                   help=f"images per step (default: fast {fast['batch_size']}, standard {std['batch_size']})")
     t.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd", help="sgd or adam")
     t.add_argument("--lr", type=positive_number, default=None,
-                   help="(peak) learning rate (default: 0.1 for the ResNets, 0.05 for the other models)")
-    t.add_argument("--momentum", type=number, default=0.9,
-                   help="SGD momentum for the step and cosine schedules (one-cycle cycles it 0.95-0.85)")
-    t.add_argument("--nesterov", action="store_true", help="Nesterov momentum")
+                   help=f"(peak) learning rate (default: fast {fast['lr']}; standard 0.1 for the ResNets, 0.05 "
+                        f"for the other models)")
+    t.add_argument("--bias-lr-scale", type=positive_number, default=None, metavar="S",
+                   help=f"biases and batchnorm shifts train at lr * S (default: fast {fast['bias_lr_scale']:g}, "
+                        f"standard 1)")
+    t.add_argument("--momentum", type=number, default=None,
+                   help=f"SGD momentum for the step, cosine and triangle schedules (one-cycle cycles it "
+                        f"0.95-0.85; default: fast {fast['momentum']}, standard {std['momentum']})")
+    nes = t.add_mutually_exclusive_group()
+    nes.add_argument("--nesterov", dest="nesterov", action="store_true", default=None,
+                     help="Nesterov momentum (default: on in the fast recipe)")
+    nes.add_argument("--no-nesterov", dest="nesterov", action="store_false", help="plain momentum")
     t.add_argument("--weight-decay", type=number, default=None,
-                   help="L2 weight decay on conv and linear weights (default: 1e-4 for the ResNets, 5e-4 "
-                        "for the other models)")
-    t.add_argument("--schedule", choices=["step", "cosine", "onecycle"], default=None,
-                   help="learning-rate schedule: step (/10 at 50%% and 75%%), cosine or onecycle (default: "
+                   help=f"L2 weight decay on conv and linear weights (default: fast {fast['weight_decay']:g}; "
+                        f"standard 1e-4 for the ResNets, 5e-4 for the other models)")
+    t.add_argument("--schedule", choices=list(SCHEDULES), default=None,
+                   help="learning-rate schedule: step (/10 at 50%% and 75%%), cosine, onecycle, or triangle "
+                        "(linear up to the peak at 25%%, then down; default: triangle for the fast recipe, "
                         "step for the ResNets, onecycle for the other models)")
-    t.add_argument("--label-smoothing", type=number, default=0.0, help="label smoothing in [0, 1]")
+    t.add_argument("--label-smoothing", type=number, default=None,
+                   help=f"label smoothing in [0, 1] (default: fast {fast['label_smoothing']}, standard 0)")
     aug = t.add_mutually_exclusive_group()
     aug.add_argument("--augment", dest="augment", action="store_true", default=True,
-                     help="random 4-pixel-padded crops and horizontal flips (default: on)")
+                     help="flips and translations as --flip and --translate say (default: on)")
     aug.add_argument("--no-augment", dest="augment", action="store_false", help="no augmentation")
-    t.add_argument("--val-split", type=integer, default=5000,
-                   help="training images held out for validation (0: none)")
+    t.add_argument("--flip", choices=list(FLIPS), default=None,
+                   help="horizontal flips: random (half the images, anew each epoch), alternating (each image "
+                        "mirrored every other epoch) or none (default: fast alternating, standard random)")
+    t.add_argument("--translate", type=integer, default=None, metavar="PX",
+                   help=f"random shifts of up to PX pixels (default: fast {fast['translate']}, standard "
+                        f"{std['translate']})")
+    t.add_argument("--pad-mode", choices=list(PAD_MODES), default=None,
+                   help="what fills the border a shift uncovers (default: fast reflect, standard zeros)")
+    t.add_argument("--ema", type=number, default=None, metavar="DECAY",
+                   help=f"evaluate and keep an exponential moving average of the weights with this decay per "
+                        f"step; 0: none (default: fast {fast['ema']}, standard 0)")
+    t.add_argument("--tta", choices=list(TTA_MODES), default=None,
+                   help="test-time augmentation: average the logits over mirrored (flip) and also 1-pixel "
+                        "shifted (flip-translate) views (default: fast flip-translate, standard none)")
+    wh = t.add_mutually_exclusive_group()
+    wh.add_argument("--whiten", dest="whiten", action="store_true", default=None,
+                    help="set the first convolution by patch whitening of training images and freeze it "
+                         "(fast_cnn; default: on in the fast recipe)")
+    wh.add_argument("--no-whiten", dest="whiten", action="store_false",
+                    help="train the first convolution from its random initialisation")
+    t.add_argument("--val-split", type=integer, default=None,
+                   help=f"training images held out for validation, 0: none (default: fast {fast['val_split']}, "
+                        f"standard {std['val_split']})")
     t.add_argument("--subset", type=positive_int, default=None,
                    help="train on only N images, validate on N/5 (quick runs)")
     t.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="where to train")
@@ -136,6 +181,9 @@ def add_parser(sub):
     e.add_argument("--model", default=None, choices=sorted(MODELS), metavar="MODEL",
                    help="model to load the weights into (default: the checkpoint's own)")
     e.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="where to evaluate")
+    e.add_argument("--tta", choices=list(TTA_MODES), default="none",
+                   help="test-time augmentation: average the logits over mirrored (flip) and also 1-pixel shifted "
+                        "(flip-translate) views (one checkpoint only)")
     e.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     e.set_defaults(func=cmd_eval)
 
@@ -143,14 +191,18 @@ def add_parser(sub):
 def cmd_train(args):
     from ..speed import apply_process_settings
     from ..train import TrainConfig, Trainer
+    from ..train.config import DEFAULT_MODEL, RECIPES
 
     apply_process_settings()       # allocator and BLAS threads for a long job (never at import minicnn)
-    cfg = TrainConfig(model=args.model, data=args.data, epochs=args.epochs, batch_size=args.batch_size,
-                      optimizer=args.optimizer, lr=args.lr, momentum=args.momentum, nesterov=args.nesterov,
-                      weight_decay=args.weight_decay, schedule=args.schedule,
-                      label_smoothing=args.label_smoothing, augment=args.augment, val_split=args.val_split,
+    model = args.model or (DEFAULT_MODEL if args.recipe == "standard" else RECIPES["fast"]["model"])
+    cfg = TrainConfig(model=args.model, recipe=args.recipe, data=args.data, epochs=args.epochs,
+                      batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
+                      nesterov=args.nesterov, weight_decay=args.weight_decay, schedule=args.schedule,
+                      label_smoothing=args.label_smoothing, augment=args.augment, flip=args.flip,
+                      translate=args.translate, pad_mode=args.pad_mode, ema=args.ema, tta=args.tta,
+                      whiten=args.whiten, bias_lr_scale=args.bias_lr_scale, val_split=args.val_split,
                       subset=args.subset, device=args.device, seed=args.seed,
-                      out=args.out or f"runs/{args.model}", resume=args.resume, progress=args.progress,
+                      out=args.out or f"runs/{model}", resume=args.resume, progress=args.progress,
                       max_minutes=args.max_minutes, adversarial=args.adversarial, adv_eps=args.adv_eps,
                       adv_steps=args.adv_steps, l1=args.l1, l2=args.l2, max_norm=args.max_norm,
                       init_from=args.init_from, freeze=list(args.freeze or []))
@@ -170,8 +222,10 @@ def cmd_eval(args):
     check_device(args.device)
     if len(args.checkpoint) == 1:
         evaluate_checkpoint(args.checkpoint[0], data=args.data, device=args.device, model_name=args.model,
-                            progress=args.progress)
+                            progress=args.progress, tta=args.tta)
     else:
+        if args.tta != "none":
+            raise CLIError("--tta works with one --checkpoint, not with an ensemble")
         evaluate_checkpoints(args.checkpoint, data=args.data, device=args.device, model_name=args.model,
                              progress=args.progress)
     return 0

@@ -10,6 +10,7 @@ from .convnets import alexnet_small, lenet5, simple_cnn, vgg_small
 from .resnet import ResNetCifar, resnet20, resnet32, resnet44, resnet56, resnet110
 from .inception import Inception, inception_small
 from .allconv import allconv
+from .fast import fast_cnn
 from .dense import as_fully_convolutional
 from .generative import (UNet, conv_autoencoder, dcgan_discriminator, dcgan_generator, DCGANDiscriminator,
                          DCGANGenerator, unet_small)
@@ -26,6 +27,7 @@ MODELS = {
     "resnet110": resnet110,
     "inception_small": inception_small,
     "allconv": allconv,
+    "fast_cnn": fast_cnn,
 }
 
 # Image-to-image networks (``minicnn train-image2image``): builders taking (in_channels, out_channels).
@@ -46,6 +48,6 @@ def get_model(name, num_classes=10):
 
 __all__ = ["MODELS", "get_model", "lenet5", "simple_cnn", "vgg_small", "alexnet_small",
            "ResNetCifar", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
-           "Inception", "inception_small", "allconv", "as_fully_convolutional", "IMAGE2IMAGE_MODELS",
+           "Inception", "inception_small", "allconv", "fast_cnn", "as_fully_convolutional", "IMAGE2IMAGE_MODELS",
            "conv_autoencoder", "UNet", "unet_small", "DCGANGenerator", "DCGANDiscriminator", "dcgan_generator",
            "dcgan_discriminator"]

@@ -26,6 +26,7 @@ NumPy generator that dropout draws from. A run resumed from any checkpoint,
 even one written mid-epoch by Ctrl-C, therefore continues exactly as the
 uninterrupted run would have (on CPU).
 """
+import contextlib
 import functools
 import json
 import os
@@ -43,13 +44,14 @@ from .. import nn
 from ..autograd import Tensor
 from ..backend import seed_global
 from ..checkpoint import load_checkpoint, save_checkpoint
-from ..data import (Compose, DataLoader, Normalize, RandomCrop, RandomHorizontalFlip, Subset, ToFloat,
-                    channel_stats, train_val_split)
+from ..data import (AlternatingFlip, Compose, DataLoader, Normalize, RandomCrop, RandomHorizontalFlip,
+                    RandomTranslate, Subset, ToFloat, channel_stats, gather, train_val_split)
 from ..errors import TrainingError
 from ..models import get_model
 from ..nn import init as nn_init
 from ..speed import apply_process_settings
-from .config import TrainConfig, build_optimizer, build_scheduler, complete_config
+from ..optim import EMA
+from .config import EMA_EVERY, RECIPES, TrainConfig, build_optimizer, build_scheduler, complete_config
 from .datasets import load_datasets
 from .evaluation import evaluate
 from .finetune import check_architecture, freeze, frozen_batchnorm_layers, head_keys, init_from_checkpoint
@@ -61,8 +63,9 @@ __all__ = ["Trainer", "RUN_DEFINING", "ESTIMATE_AFTER_STEPS", "check_out_folder"
            "estimate_message"]
 
 # Settings that define a run: --resume refuses to change them.
-RUN_DEFINING = ("epochs", "batch_size", "optimizer", "lr", "momentum", "nesterov", "weight_decay",
-                "schedule", "label_smoothing", "augment", "val_split", "subset", "seed",
+RUN_DEFINING = ("recipe", "epochs", "batch_size", "optimizer", "lr", "momentum", "nesterov", "weight_decay",
+                "schedule", "label_smoothing", "augment", "flip", "translate", "pad_mode", "ema", "whiten",
+                "bias_lr_scale", "val_split", "subset", "seed",
                 "adversarial", "adv_eps", "adv_steps", "l1", "l2", "max_norm", "init_from", "freeze")
 ESTIMATE_AFTER_STEPS = 20      # the time estimate is printed after this many timed steps
 
@@ -137,12 +140,28 @@ def _check_same_run(saved, cfg, path):
     """A resumed run must keep the settings that define it (else it would not end where the original would)."""
     defaults = {f.name: (f.default_factory() if f.default_factory is not MISSING else f.default)
                 for f in fields(TrainConfig)}
+    defaults.update(RECIPES["standard"], recipe="standard")   # what a checkpoint without these fields used
     diffs = [f"--{k.replace('_', '-')} {getattr(cfg, k)} (checkpoint: {saved.get(k, defaults[k])})"
              for k in RUN_DEFINING if saved.get(k, defaults[k]) != getattr(cfg, k)]
     if diffs:
         raise TrainingError(
             f"--resume: these settings differ from the run saved in {path}: " + "; ".join(diffs) +
             ". Resume with the original settings, or start a new run with another --out.")
+
+
+def _model_from_checkpoints(cfg):
+    """No --model with --resume or --init-from: the checkpoint's model (and recipe), not the fast default."""
+    if cfg.model is not None:
+        return cfg
+    if cfg.resume and os.path.isfile(os.path.join(cfg.out, "last.npz")):
+        ckpt = load_checkpoint(os.path.join(cfg.out, "last.npz"))
+        saved = json.loads(ckpt["config"])
+        cfg.model = ckpt["model_name"]
+        if cfg.recipe is None:
+            cfg.recipe = saved.get("recipe", "standard")
+    elif cfg.init_from is not None and not cfg.resume:
+        cfg.model = load_checkpoint(cfg.init_from)["model_name"]
+    return cfg
 
 
 # ------------------------------------------------------------------------------ Trainer
@@ -156,7 +175,7 @@ class Trainer:
 
     def __init__(self, cfg, log=print):
         apply_process_settings()         # allocator and BLAS threads for a long job (never at import)
-        self.cfg = cfg = complete_config(cfg)
+        self.cfg = cfg = complete_config(_model_from_checkpoints(cfg))
         self.log = log
         self._created = None             # the folders run() creates for --out (removed again if left empty)
         # Everything that can be refused cheaply is refused before the data is decoded.
@@ -205,6 +224,8 @@ class Trainer:
             if not any(p.requires_grad for p in self.model.parameters()):
                 raise TrainingError(f"--freeze {' '.join(cfg.freeze)} freezes every parameter: nothing would "
                                     f"be trained")
+        if cfg.whiten:        # (resumed and fine-tuned runs load the whitening weights, and keep them frozen)
+            self._whiten_first_layer(compute=ckpt is None and init is None)
         self.model.to(cfg.device)
         self.fit_model = self.model
         if cfg.adversarial != "none":    # the attacks work on [0, 1] pixels: normalise inside the model
@@ -219,6 +240,7 @@ class Trainer:
                                         self.regularised, l1=cfg.l1, l2=cfg.l2)
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg, len(self.train_loader))
+        self.ema = EMA(self.model, decay=cfg.ema, every=EMA_EVERY) if cfg.ema else None
         self.epoch, self.step, self.history, self.best_acc = 0, 0, [], -1.0
         self.partial = _new_partial(cfg.lr)
         self.stop_reason = None          # None, 'SIGINT', 'SIGTERM' or 'max-minutes'
@@ -230,6 +252,8 @@ class Trainer:
             self.history = json.loads(ckpt["history"])
             self.best_acc = float(ckpt["best_acc"])
             self.partial = json.loads(ckpt["partial_epoch"])
+            if self.ema is not None:
+                self.ema.load_state_dict(ckpt["ema"])
         self.resumed = ckpt is not None
         self._log_setup(desc)
 
@@ -255,13 +279,40 @@ class Trainer:
         plain = Compose([ToFloat(), Normalize(*self.norm)])
         # Adversarial training feeds [0, 1] pixels (the model normalises them itself).
         to_input = [ToFloat()] if cfg.adversarial != "none" else [ToFloat(), Normalize(*self.norm)]
-        augment = Compose([RandomCrop(32, padding=4), RandomHorizontalFlip()] + to_input)
+        augment = []
+        if cfg.augment and cfg.translate:
+            augment.append(RandomCrop(32, padding=cfg.translate) if cfg.pad_mode == "zeros"
+                           else RandomTranslate(cfg.translate, padding_mode="reflect"))
+        if cfg.augment and cfg.flip != "none":
+            augment.append(RandomHorizontalFlip() if cfg.flip == "random" else AlternatingFlip(seed=cfg.seed))
         self.train_loader = DataLoader(self.train_set, cfg.batch_size, shuffle=True, drop_last=False,
-                                       transform=augment if cfg.augment else Compose(to_input), seed=cfg.seed,
-                                       device=cfg.device)
+                                       transform=Compose(augment + to_input), seed=cfg.seed, device=cfg.device)
         self.val_loader = (DataLoader(self.val_set, 500, transform=plain, device=cfg.device)
                            if self.val_set is not None else None)
         self.test_loader = DataLoader(self.test_set, 500, transform=plain, device=cfg.device)
+
+    def _whiten_first_layer(self, compute=True, n_images=5000):
+        """``--whiten``: set the first convolution by patch whitening of training images, and freeze it.
+
+        The statistics come from up to ``n_images`` training images (a seeded
+        sample), normalized as the network sees them. ``compute=False`` only
+        freezes the layer (its weights come from a checkpoint).
+        """
+        first = next((m for m in self.model.modules() if isinstance(m, nn.Conv2d)), None)
+        try:
+            if first is None:
+                raise ValueError("the model has no convolution")
+            if not compute:
+                first.weight.requires_grad = False
+                return
+            pick = np.random.default_rng([self.cfg.seed, 7]).permutation(len(self.train_set))[:n_images]
+            images, _ = gather(self.train_set, np.sort(pick))
+            mean, std = (a.reshape(1, -1, 1, 1) for a in self.norm)
+            nn_init.patch_whitening_(first, (images / 255.0 - mean) / std)
+        except (ValueError, TypeError) as e:
+            raise TrainingError(f"--whiten: cannot whiten the first layer of {self.cfg.model} ({e}); it is "
+                                f"meant for fast_cnn") from None
+        first.weight.requires_grad = False
 
     def _log_setup(self, desc):
         cfg = self.cfg
@@ -284,11 +335,17 @@ class Trainer:
                      f"max-norm {cfg.max_norm:g} per unit" if cfg.max_norm else ""]
             self.log(f"regularisers: {', '.join(p for p in parts if p)} on {len(self.regularised)} weight "
                      f"tensors (biases and batchnorm excluded)")
-        self.log(f"model: {cfg.model} ({counted}) on {cfg.device}; "
-                 f"{cfg.optimizer} lr {cfg.lr} momentum "
+        self.log(f"model: {cfg.model} ({counted}) on {cfg.device}; recipe {cfg.recipe}: "
+                 f"{cfg.optimizer}{' nesterov' if cfg.nesterov else ''} lr {cfg.lr}"
+                 f"{f' (biases x{cfg.bias_lr_scale:g})' if cfg.bias_lr_scale != 1 else ''} momentum "
                  f"{'0.95-0.85 (cycled)' if cfg.schedule == 'onecycle' else cfg.momentum} wd {cfg.weight_decay}, "
-                 f"{cfg.schedule} schedule, {cfg.epochs} epochs of {len(self.train_loader)} steps, "
-                 f"augment={cfg.augment}")
+                 f"{cfg.schedule} schedule, {cfg.epochs} epochs of {len(self.train_loader)} steps of "
+                 f"{cfg.batch_size}")
+        aug = (f"flips {cfg.flip}, translations up to {cfg.translate} px ({cfg.pad_mode} border)"
+               if cfg.augment else "no augmentation")
+        self.log(f"{aug}; label smoothing {cfg.label_smoothing:g}; "
+                 f"{f'weight average (EMA {cfg.ema:g})' if cfg.ema else 'no weight average'}; "
+                 f"test-time augmentation {cfg.tta}" + ("; first layer: patch whitening (frozen)" if cfg.whiten else ""))
         if cfg.device == "cpu" and cfg.model.startswith("resnet") and cfg.epochs >= 50:
             self.log(f"note: {cfg.epochs} epochs of {cfg.model} take hours to days on a CPU (an estimate "
                      f"follows after {ESTIMATE_AFTER_STEPS} steps); for a run of minutes use --model simple_cnn, "
@@ -325,7 +382,7 @@ class Trainer:
                         model=self.model, optimizer=self.optimizer, scheduler=self.scheduler, norm=self.norm,
                         epoch=self.epoch, step=self.step,
                         config={k: v for k, v in asdict(self.cfg).items() if k != "extra"},
-                        history=self.history, best_acc=self.best_acc, partial_epoch=self.partial)
+                        history=self.history, best_acc=self.best_acc, partial_epoch=self.partial, ema=self.ema)
 
     def _kept_checkpoint(self):
         if os.path.isfile(self.last_path):
@@ -374,6 +431,8 @@ class Trainer:
         def after_step(logits, labels, loss):
             if cfg.max_norm:                        # the constraint, right after optimizer.step()
                 apply_max_norm(self.regularised, cfg.max_norm)
+            if self.ema is not None:
+                self.ema.update()
             loss_value = loss.item()
             if cfg.check_finite and not np.isfinite(loss_value):
                 raise TrainingError(
@@ -488,7 +547,8 @@ class Trainer:
                 line = (f"epoch {self.epoch + 1:3d}/{cfg.epochs}  lr {lr:.4g}  train loss {train_loss:.4f} "
                         f"acc {100 * train_acc:5.2f}%")
                 if self.val_loader is not None:
-                    val_loss, val_acc, _ = evaluate(self.model, self.val_loader, len(self.classes))
+                    with self._evaluated_weights():      # (test-time augmentation is for the test only)
+                        val_loss, val_acc, _ = evaluate(self.model, self.val_loader, len(self.classes))
                     row.update(val_loss=val_loss, val_acc=val_acc)
                     line += f"  val loss {val_loss:.4f} acc {100 * val_acc:5.2f}%"
                     score = val_acc
@@ -500,9 +560,12 @@ class Trainer:
                 self.epoch, self.step = self.epoch + 1, 0
                 self.partial = _new_partial(self.optimizer.param_groups[0]["lr"])
                 self._check_weights_finite()
+                if self.epoch == cfg.epochs and self.ema is not None:
+                    self.ema.copy_to()                       # a finished run keeps the averaged weights
                 if score > self.best_acc:
                     self.best_acc = score
-                    self.checkpoint(self.best_path)
+                    with self._evaluated_weights():
+                        self.checkpoint(self.best_path)
                 self.checkpoint()
                 write_metrics(os.path.join(cfg.out, "metrics.csv"), self.history)
                 plot_curves(self.history, os.path.join(cfg.out, "curves.png"))
@@ -522,10 +585,16 @@ class Trainer:
             return None
         return self.test()
 
+    def _evaluated_weights(self):
+        """The weights that are evaluated and kept: the EMA average (``--ema``) applied for the block, else the model's."""
+        return self.ema.applied() if self.ema is not None else contextlib.nullcontext()
+
     def test(self):
         """Evaluate on the test set; print the report, write test.json and confusion.png; return the accuracy."""
         self._make_out()
-        test_loss, test_acc, confusion = evaluate(self.model, self.test_loader, len(self.classes))
+        with self._evaluated_weights():
+            test_loss, test_acc, confusion = evaluate(self.model, self.test_loader, len(self.classes),
+                                                      tta=self.cfg.tta)
         self.log(format_report(test_acc, confusion, self.classes))
         plot_confusion(confusion, self.classes, os.path.join(self.cfg.out, "confusion.png"))
         with open(os.path.join(self.cfg.out, "test.json"), "w") as f:
