@@ -397,3 +397,38 @@ def test_an_interrupted_fast_run_resumes_exactly(tiny_tree, tmp_path):
 def test_whiten_refuses_a_model_without_a_whitening_layer(tiny_tree, tmp_path):
     with pytest.raises(TrainingError, match="--whiten: cannot whiten the first layer of simple_cnn"):
         Trainer(_fast_cfg(tiny_tree, tmp_path / "w", model="simple_cnn", recipe="fast"), log=lambda *_: None)
+
+
+def test_without_model_resume_and_init_from_take_the_checkpoints_model(tiny_tree, tmp_path, trained_checkpoint):
+    """--init-from / --resume without --model: the checkpoint's architecture, not the fast default."""
+    cfg = TrainConfig(data=tiny_tree, init_from=trained_checkpoint, epochs=1, batch_size=50, val_split=0,
+                      out=str(tmp_path / "ft"), progress=False)
+    trainer = Trainer(cfg, log=lambda *_: None)
+    assert (trainer.cfg.model, trainer.cfg.recipe) == ("simple_cnn", "standard")
+    first = Trainer(_fast_cfg(tiny_tree, tmp_path / "r", epochs=2, batch_size=50), log=lambda *_: None)
+    first.stop_reason = None
+    original = first._after_step
+
+    def interrupt():
+        first.stop_reason = "SIGINT"                   # as Ctrl-C during the first step
+        original()
+    first._after_step = interrupt
+    assert first.run() is None
+    again = Trainer(TrainConfig(data=tiny_tree, out=str(tmp_path / "r"), resume=True, progress=False, epochs=2,
+                                batch_size=50), log=lambda *_: None)
+    assert (again.cfg.model, again.cfg.recipe, again.step) == ("fast_cnn", "fast", 1)
+
+
+def test_eval_reports_test_time_augmentation(tiny_tree, tmp_path, capsys):
+    from minicnn.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--data", tiny_tree, "--epochs", "1", "--batch-size", "50", "--out", str(out),
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(out / "last.npz"), "--data", tiny_tree, "--tta", "flip",
+                 "--no-progress"]) == 0
+    assert "test-time augmentation flip" in capsys.readouterr().out
+    assert main(["eval", "--checkpoint", str(out / "last.npz"), str(out / "last.npz"), "--data", tiny_tree,
+                 "--tta", "flip", "--no-progress"]) == 2
+    assert "--tta works with one --checkpoint" in capsys.readouterr().err
