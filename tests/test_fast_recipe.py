@@ -9,7 +9,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import minicnn
-from minicnn import functional as F
 from minicnn import nn, optim
 from minicnn.autograd import Tensor
 from minicnn.data import (AlternatingFlip, BatchPosition, Compose, DataLoader, ArrayDataset, RandomCrop,

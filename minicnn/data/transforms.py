@@ -199,6 +199,12 @@ def _all_windows(xp, x, th, tw):
         x, shape=(n, c, h - th + 1, w - tw + 1, th, tw), strides=(sn, sc, sh, sw, sh, sw))
 
 
+def _mirror_where(batch, flip):
+    """y[n] = x[n, :, :, ::-1] where flip[n] (a NumPy bool array), else x[n]: one ``where``, no loop."""
+    xp = get_array_module(batch)
+    return xp.where(xp.asarray(flip)[:, None, None, None], batch[:, :, :, ::-1], batch)
+
+
 class RandomHorizontalFlip:
     """Mirror each image left-right with probability ``p``:  y[n] = x[n, :, :, ::-1] if flip[n]."""
 
@@ -209,9 +215,7 @@ class RandomHorizontalFlip:
 
     def __call__(self, batch, rng=None):
         _check_batch("RandomHorizontalFlip", batch)
-        xp = get_array_module(batch)
-        flip = _rng(rng).random(batch.shape[0]) < self.p
-        return xp.where(xp.asarray(flip)[:, None, None, None], batch[:, :, :, ::-1], batch)
+        return _mirror_where(batch, _rng(rng).random(batch.shape[0]) < self.p)
 
     def __repr__(self):
         return f"RandomHorizontalFlip(p={self.p})"
@@ -271,9 +275,7 @@ class AlternatingFlip:
         if len(position.indices) != batch.shape[0]:
             raise ValueError(f"AlternatingFlip: position has {len(position.indices)} indices for a batch of "
                              f"{batch.shape[0]} images")
-        flip = _hash_bits(position.indices, self.seed) ^ bool(position.epoch % 2)
-        xp = get_array_module(batch)
-        return xp.where(xp.asarray(flip)[:, None, None, None], batch[:, :, :, ::-1], batch)
+        return _mirror_where(batch, _hash_bits(position.indices, self.seed) ^ bool(position.epoch % 2))
 
     def __repr__(self):
         return f"AlternatingFlip(seed={self.seed})"
