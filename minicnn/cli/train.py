@@ -191,10 +191,10 @@ def add_parser(sub):
 def cmd_train(args):
     from ..speed import apply_process_settings
     from ..train import TrainConfig, Trainer
-    from ..train.config import DEFAULT_MODEL, RECIPES
+    from ..train.config import recipe_model
 
     apply_process_settings()       # allocator and BLAS threads for a long job (never at import minicnn)
-    model = args.model or (DEFAULT_MODEL if args.recipe == "standard" else RECIPES["fast"]["model"])
+    model = args.model or recipe_model(args.recipe)
     cfg = TrainConfig(model=args.model, recipe=args.recipe, data=args.data, epochs=args.epochs,
                       batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
                       nesterov=args.nesterov, weight_decay=args.weight_decay, schedule=args.schedule,

@@ -24,7 +24,8 @@ from ..optim import SGD, Adam, CosineAnnealingLR, MultiStepLR, OneCycleLR
 from .evaluation import TTA_MODES
 
 __all__ = ["TrainConfig", "DEFAULT_MODEL", "ADVERSARIAL_METHODS", "RECIPES", "SCHEDULES", "FLIPS", "PAD_MODES",
-           "EMA_EVERY", "defaults_for", "complete_config", "param_groups", "build_optimizer", "build_scheduler"]
+           "EMA_EVERY", "defaults_for", "recipe_model", "complete_config", "param_groups", "build_optimizer",
+           "build_scheduler"]
 
 # The model of the standard recipe when none is named.
 DEFAULT_MODEL = "simple_cnn"
@@ -101,6 +102,11 @@ def defaults_for(model):
     return dict(epochs=15, lr=0.05, weight_decay=5e-4, schedule="onecycle")
 
 
+def recipe_model(recipe):
+    """The model a recipe trains when no ``--model`` is given (``recipe=None``: the fast recipe's)."""
+    return RECIPES[recipe or "fast"].get("model", DEFAULT_MODEL)
+
+
 def complete_config(cfg):
     """Fill the fields left as None from the recipe and the model's defaults; check every value."""
     if cfg.recipe is None:
@@ -111,15 +117,14 @@ def complete_config(cfg):
         if getattr(cfg, k) is None:
             setattr(cfg, k, v)
     if cfg.model is None:
-        cfg.model = DEFAULT_MODEL
+        cfg.model = recipe_model(cfg.recipe)
     if cfg.model not in MODELS:
         raise TrainingError(f"--model {cfg.model!r}: unknown model; choose one of: {', '.join(MODELS)}")
     for k, v in defaults_for(cfg.model).items():
         if getattr(cfg, k) is None:
             setattr(cfg, k, v)
-    if cfg.schedule not in SCHEDULES:
-        raise TrainingError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {cfg.schedule!r}")
-    for name, allowed in (("flip", FLIPS), ("pad_mode", PAD_MODES), ("tta", TTA_MODES)):
+    for name, allowed in (("schedule", SCHEDULES), ("flip", FLIPS), ("pad_mode", PAD_MODES), ("tta", TTA_MODES),
+                          ("adversarial", ADVERSARIAL_METHODS)):
         if getattr(cfg, name) not in allowed:
             raise TrainingError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, "
                                 f"got {getattr(cfg, name)!r}")
@@ -144,9 +149,6 @@ def complete_config(cfg):
         raise TrainingError(f"--val-split must be >= 0, got {cfg.val_split}")
     if cfg.max_minutes is not None and not cfg.max_minutes > 0:
         raise TrainingError(f"--max-minutes must be positive, got {cfg.max_minutes}")
-    if cfg.adversarial not in ADVERSARIAL_METHODS:
-        raise TrainingError(f"--adversarial must be one of {', '.join(ADVERSARIAL_METHODS)}, "
-                            f"got {cfg.adversarial!r}")
     if not 0.0 < cfg.adv_eps <= 1.0:
         raise TrainingError(f"--adv-eps must be in (0, 1] (pixels are in [0, 1]; 8/255 is usual), "
                             f"got {cfg.adv_eps}")
