@@ -203,3 +203,19 @@ def test_train_and_eval_apply_the_process_settings_first(monkeypatch, tmp_path, 
     assert main(["eval", "--checkpoint", str(tmp_path / "missing.npz")]) == 2
     assert main(["train", "--out", str(tmp_path / "x"), "--data", str(tmp_path / "nowhere")]) == 2
     assert len(calls) >= 2 and "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("verb", [
+    ["explain", "--checkpoint", "missing.npz"],
+    ["attack", "--checkpoint", "missing.npz"],
+    ["synthesize", "class-model", "--checkpoint", "missing.npz"],
+    ["doctor", "--model", "simple_cnn"],
+])
+def test_out_that_cannot_be_written_is_one_clear_line(tmp_path, verb):
+    """Every verb that writes files refuses an --out that is a file, naming the option, with no traceback."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    code, out, err = run_cli(*verb, "--out", str(blocker / "sub"))
+    assert code == 2, (code, out, err)
+    assert "Traceback" not in err
+    assert "--out" in err and str(blocker) in err

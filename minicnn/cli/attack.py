@@ -3,7 +3,7 @@ import argparse
 import json
 import os
 
-from .common import CLIError, HelpFormatter, check_device, number, positive_int
+from .common import CLIError, HelpFormatter, check_device, output_folder, number, positive_int
 
 METHODS = ("fgsm", "pgd", "deepfool", "one-pixel", "universal", "fooling", "minimal")
 
@@ -123,7 +123,7 @@ def run(args):
     from ..backend import get_array_module
 
     check_device(args.device)
-    os.makedirs(args.out, exist_ok=True)
+    output_folder(args.out)
     model, x, y = _load(args)
     classes = model.classes
     out = {"checkpoint": args.checkpoint, "method": args.method}

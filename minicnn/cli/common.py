@@ -8,6 +8,7 @@ function name). Each type's ``__name__`` is also a user-facing word.
 import argparse
 import fractions
 import math
+import os
 
 
 class CLIError(Exception):
@@ -83,6 +84,23 @@ def positive_number(text):
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
+
+
+def output_folder(path, option="--out"):
+    """Create the output folder ``path`` (and its parents) before any work, or raise a CLIError naming ``option``.
+
+    Every verb that writes files calls this first, so an unwritable place, or a file where the folder
+    should be, gets one clear line instead of a traceback after the work is done.
+    """
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise CLIError(f"{option} {path}: is a file, not a folder; give a folder to write into")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise CLIError(f"{option} {path}: cannot create this folder ({e.strerror or e})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise CLIError(f"{option} {path}: this folder is not writable")
+    return path
 
 
 def check_device(device):

@@ -10,7 +10,7 @@ import os
 import re
 import sys
 
-from .common import CLIError, HelpFormatter, check_device, positive_int
+from .common import CLIError, HelpFormatter, check_device, output_folder, positive_int
 
 DOCTOR_EXAMPLES = """\
 examples:
@@ -214,6 +214,8 @@ def cmd_doctor(args):
     from ..train import defaults_for
 
     check_device(args.device)
+    if args.out:
+        output_folder(args.out)
     checks = None
     if args.checks:
         checks = [c.strip() for c in args.checks.split(",") if c.strip()]

@@ -2,7 +2,7 @@
 import json
 import os
 
-from .common import CLIError, HelpFormatter, check_device, integer, positive_int
+from .common import CLIError, HelpFormatter, check_device, output_folder, integer, positive_int
 
 DESCRIPTION = """\
 Explain a trained model's predictions (a checkpoint written by minicnn train).
@@ -182,6 +182,7 @@ def run(args):
     from ..speed import apply_process_settings
 
     check_device(args.device)
+    output_folder(args.out)
     apply_process_settings()       # allocator and BLAS threads, as minicnn train (never at import minicnn)
     try:
         model = load_model(args.checkpoint, device=args.device)
@@ -214,7 +215,6 @@ def run(args):
         layers = dict(model.named_modules())
         if args.layer not in layers:
             raise CLIError(f"--layer {args.layer}: no such layer; see --list-layers")
-    os.makedirs(args.out, exist_ok=True)
 
     from ..backend import to_device
     xd = to_device(x, args.device)

@@ -6,7 +6,7 @@ figure, and the objective curve; a progress bar shows the objective.
 """
 import os
 
-from .common import CLIError, HelpFormatter, check_device, integer, number, positive_int, positive_number
+from .common import CLIError, HelpFormatter, check_device, output_folder, integer, number, positive_int, positive_number
 
 DESCRIPTION = """\
 Synthesise images by gradient descent on pixels through a trained network
@@ -124,6 +124,8 @@ def _load(args):
     import minicnn
 
     check_device(args.device)
+    if getattr(args, "out", None):
+        output_folder(args.out)          # before any work: an unwritable --out is one line, not a late traceback
     try:
         return minicnn.load_model(args.checkpoint, device=args.device)
     except (ValueError, OSError) as e:
@@ -154,11 +156,7 @@ def _run(fn, *args, **kwargs):
 
 
 def _outdir(args):
-    try:
-        os.makedirs(args.out, exist_ok=True)
-    except OSError as e:
-        raise CLIError(f"--out: cannot create {args.out} ({e})") from None
-    return args.out
+    return output_folder(args.out)
 
 
 def _wrote(paths):
