@@ -139,17 +139,17 @@ def test_nonfinite_loss_stops_with_message_and_keeps_checkpoint(tiny_cifar, tmp_
         return result
     monkeypatch.setattr(trainer, "train_epoch", epoch_then_explode)
     snapshot = {}
-    real_ckpt = trainer.checkpoint
+    real_save, last = trainer.job.save, trainer.job.last_path
 
-    def checkpoint(path=None):
-        real_ckpt(path)
-        snapshot[path or trainer.last_path] = open(path or trainer.last_path, "rb").read()
-    monkeypatch.setattr(trainer, "checkpoint", checkpoint)
+    def save(path=None):
+        real_save(path)
+        snapshot[path or last] = open(path or last, "rb").read()
+    monkeypatch.setattr(trainer.job, "save", save)
     with pytest.raises(TrainingError) as info:
         trainer.run()
     msg = str(info.value)
     assert "at epoch 2, step" in msg and "lower learning rate" in msg
-    assert (out / "last.npz").read_bytes() == snapshot[trainer.last_path]     # epoch 1's, intact
+    assert (out / "last.npz").read_bytes() == snapshot[last]     # epoch 1's, intact
     assert load(str(out / "last.npz"))["epoch"] == 1
 
 
@@ -195,7 +195,7 @@ def test_checkpoint_from_another_model(tiny_cifar, tmp_path, capsys):
                  "--model", "simple_cnn"]) == 2
     err = capsys.readouterr().err
     assert "lenet5 checkpoint, which does not fit model simple_cnn" in err
-    with pytest.raises(TrainingError, match="is a lenet5 run, but --model is simple_cnn"):
+    with pytest.raises(TrainingError, match=r"--model simple_cnn \(checkpoint: lenet5\)"):
         Trainer(_cfg(tiny_cifar, out, model="simple_cnn", resume=True), log=lambda *_: None)
 
 
@@ -320,11 +320,13 @@ def test_time_estimate_says_hours_and_how_to_stop():
     assert format_duration(8) == "8 s" and format_duration(75) == "1 min 15 s"
     assert format_duration(5 * 3600 + 12 * 60 + 10) == "5 h 12 min" and format_duration(2 * 86400 + 3600) == "2 d 1 h"
     line = estimate_message(0.3, 62_400, 182, hint="for a run of minutes on the CPU, use --model simple_cnn")
-    assert line.startswith("estimated 5 h 12 min for 182 epochs")
+    assert line.startswith("estimated 5 h 12 min remaining (5 h 12 min in all for 182 epochs")
     assert "long run" in line and "--max-minutes" in line and "--resume" in line and "simple_cnn" in line
     short = estimate_message(0.01, 500, 15)
-    assert short.startswith("estimated 5 s for 15 epochs") and "long run" not in short
-    assert "rest of the 15 epochs" in estimate_message(0.01, 500, 15, resumed=True)
+    assert short.startswith("estimated 5 s remaining (5 s in all for 15 epochs") and "long run" not in short
+    # after the first steps, or in a resumed run, the time left is not the whole run's: both are said
+    later = estimate_message(6.0, 120, 15, steps_done=10)
+    assert later.startswith("estimated 12 min 0 s remaining (13 min 0 s in all for 15 epochs")
 
 
 def test_max_minutes_stops_checkpoints_and_tests(tiny_cifar, tmp_path):
@@ -352,6 +354,7 @@ def test_diverged_first_epoch_says_no_checkpoint_and_leaves_no_folder(tiny_cifar
 
 
 def test_out_is_checked_before_any_work(tiny_cifar, tmp_path, monkeypatch):
+    import minicnn.train.run
     import minicnn.train.trainer as trainer_mod
 
     monkeypatch.setattr(trainer_mod, "load_datasets", lambda *a, **k: pytest.fail("decoded data before --out"))
@@ -365,7 +368,7 @@ def test_out_is_checked_before_any_work(tiny_cifar, tmp_path, monkeypatch):
     def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
     with monkeypatch.context() as m:                       # what a read-only folder does (also when tests run as root)
-        m.setattr(trainer_mod.tempfile, "mkstemp", denied)
+        m.setattr(minicnn.train.run.tempfile, "mkstemp", denied)
         with pytest.raises(TrainingError, match=r"--out .*exists: the folder is not writable \(Permission denied\)"):
             Trainer(_cfg(tiny_cifar, tmp_path / "exists"))
         with pytest.raises(TrainingError, match=r"--out .*new: cannot create it: .* is not writable"):
