@@ -347,3 +347,69 @@ def test_cli_doctor_healthy_simple_cnn_on_real_cifar_gets_no_fail(tmp_path):
     out = _cli("doctor", "--model", "simple_cnn", "--seed", "2", "--data", str(CIFAR), "--out", str(tmp_path))
     assert out.returncode == 0, out.stdout + out.stderr
     assert "0 FAIL" in out.stdout and "[ OK ] gradients" in out.stdout
+
+
+# ------------------------------------------------------------------ the learning rate against the recipe
+def test_range_test_runs_at_the_recipes_batch_size_and_places_its_rate():
+    data = make_data(batch=128)
+    report = examine(seeded(bn_net), data, sgd(0.05), train_size=5000, checks=["learning_rate"],
+                     settings=Settings(lr_steps=40))
+    d = report["learning_rate"].details
+    assert d["batch"] == 128 and len(d["lrs"]) <= 40
+    assert d["chosen"] == 0.05 and d["loss_at_chosen"] is not None
+    assert "the recipe's lr 0.05: loss" in report["learning_rate"].measured
+    small = examine(seeded(bn_net), data, sgd(0.05), checks=["learning_rate"], settings=Settings(lr_steps=20,
+                                                                                                lr_batch=16))
+    assert small["learning_rate"].details["batch"] == 16
+
+
+def _trained(model, data, steps=60):
+    opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    for k in range(steps):
+        x, y = data[k % len(data)]
+        loss = F.cross_entropy(model(minicnn.tensor(x)), minicnn.tensor(y))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model
+
+
+def test_a_trained_model_gets_no_suggestion_and_no_talk_of_failing_checks():
+    data = make_data(signal=3.0)
+    model = _trained(seeded(bn_net), data)
+    report = examine(model, data, sgd(0.05), train_size=5000, settings=Settings(lr_steps=40),
+                     checks=["data", "learning_rate"])
+    lr = report["learning_rate"]
+    assert lr.details["start_loss"] < 0.5 * np.log(4)
+    assert lr.status == OK and lr.advice == "" and "already trained" in lr.meaning, str(lr)
+    assert "fix the failing checks" not in str(report)
+
+
+@pytest.mark.parametrize("others_failed", [True, False])
+def test_advice_when_no_rate_lowers_the_loss_matches_the_other_checks(others_failed):
+    from minicnn.doctor.context import Context
+    from minicnn.doctor.lr_range import check_learning_rate
+    from minicnn.doctor.report import CheckResult
+
+    ctx = Context(seeded(bn_net), make_data(), sgd(1e-5), settings=Settings(lr_steps=10, lr_min=1e-7, lr_max=1e-4))
+    if others_failed:
+        ctx.results.append(CheckResult("final_layer", "t", FAIL, None, "softmax before the loss", "m"))
+    result = check_learning_rate(ctx)
+    assert result.status == WARN and "no learning rate in the range lowered the loss" in result.meaning
+    if others_failed:
+        assert result.advice.startswith("fix the failing checks first (final_layer)")
+    else:
+        assert "fix the failing checks" not in result.advice and "no other check failed" in result.advice
+
+
+def test_cli_doctor_uses_the_recipe_of_minicnn_train_or_of_the_checkpoint(trained_checkpoint, tiny_tree, tmp_path):
+    import os
+    env = dict(os.environ, MINICNN_CACHE=str(tmp_path / "cache"))
+    fresh = _cli("doctor", "--model", "simple_cnn", "--data", tiny_tree, "--subset", "64", "--checks", "data",
+                 env=env)
+    assert fresh.returncode == 0, fresh.stderr + fresh.stdout
+    assert "the recipe of minicnn train --model simple_cnn: batch 128, sgd lr 0.05, momentum 0.9" in fresh.stdout
+    trained = _cli("doctor", "--checkpoint", trained_checkpoint, "--data", tiny_tree, "--subset", "64",
+                   "--checks", "data", env=env)
+    assert trained.returncode == 0, trained.stderr + trained.stdout
+    assert "the recipe it was trained with: batch 20, sgd lr 0.05" in trained.stdout

@@ -108,6 +108,7 @@ def examine(model, train_loader, optimizer_factory=None, *, lr=None, loss_fn=Non
                                      "run the model on one batch by hand and read the error")
             result.details["seconds"] = round(time.perf_counter() - t0, 3)
             results.append(result)
+            ctx.results.append(result)
             if log is not None:
                 log(result.line())
     finally:
