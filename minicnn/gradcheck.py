@@ -70,7 +70,7 @@ from .autograd import Function, Tensor, enable_grad, no_grad
 from .backend import to_device
 from .nn import Module
 
-__all__ = ["numerical_grad", "gradcheck", "GradcheckReport", "CheckReport", "InputReport",
+__all__ = ["numerical_grad", "gradcheck", "GradcheckReport", "CheckReport",
            "GradcheckError", "module_in_float64"]
 
 
@@ -250,9 +250,6 @@ class CheckReport:
                   f"within atol + rtol*|numeric| = {self.atol + self.rtol * abs(self.rel_numeric):.1e}")
         return text + (f"|diff| {self.rel_abs_err:.1e} is {within}, fine "
                        f"(near zero a relative error means little: the tolerance is what counts)")
-
-
-InputReport = CheckReport   # the older name
 
 
 class GradcheckReport:

@@ -12,6 +12,7 @@ from collections import OrderedDict
 import numpy as np
 
 from .. import functional as F
+from ..functional.norm import check_batch_norm_settings
 from ..backend import default_dtype
 from ..utils import pair
 from . import init
@@ -386,10 +387,7 @@ class _BatchNorm(Module):
         super().__init__()
         name = type(self).__name__
         self.num_features = _positive_int(num_features, "num_features", name)
-        if not (isinstance(eps, (int, float)) and eps > 0):
-            raise ValueError(f"{name}: eps must be a positive number, got {eps!r}")
-        if not (isinstance(momentum, (int, float)) and 0 <= momentum <= 1):
-            raise ValueError(f"{name}: momentum must be a number in [0, 1], got {momentum!r}")
+        check_batch_norm_settings(name, momentum, eps)
         self.eps = eps
         self.momentum = momentum
         self.affine = bool(affine)
@@ -420,15 +418,11 @@ class _BatchNorm(Module):
             init.zeros_(self.bias)
 
     def _check(self, x):
+        """The layer's own check (its input's rank and C); ``F.batch_norm`` checks everything else."""
         name = type(self).__name__
         if x.ndim not in self._ndims or x.shape[1] != self.num_features:
             raise ValueError(f"{name}({self.num_features}): expected input of shape {self._expected} "
                              f"with C = {self.num_features}, got {tuple(x.shape)}")
-        per_channel = int(np.prod(x.shape)) // self.num_features
-        if self.training and per_channel < 2:
-            raise ValueError(f"{name}: training needs more than one value per channel to compute a "
-                             f"batch variance, got input of shape {tuple(x.shape)}; use a batch of at "
-                             f"least 2, or call .eval() to use the running statistics")
 
     def _normalize(self, x4):
         # Batch statistics in training mode, or always when no running statistics are kept.
