@@ -308,9 +308,9 @@ def test_directional_gradcheck_catches_a_wrong_backward():
 
 
 # ---------------------------------------------------------------------------------- CLI
-def _cli(*args, env=None):
+def _cli(*args, env=None, timeout=300):
     return subprocess.run([sys.executable, "-m", "minicnn", *args], capture_output=True, text=True,
-                          timeout=300, env=env)
+                          timeout=timeout, env=env)
 
 
 def test_cli_doctor_on_a_tiny_tree(tiny_tree, tmp_path):
@@ -344,7 +344,8 @@ CIFAR = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "
 def test_cli_doctor_healthy_simple_cnn_on_real_cifar_gets_no_fail(tmp_path):
     """The default command on the real data (seed 2 once hit a max-pool tie of a flat JPEG region
     in the gradient check, a false FAIL before the inputs were jittered)."""
-    out = _cli("doctor", "--model", "simple_cnn", "--seed", "2", "--data", str(CIFAR), "--out", str(tmp_path))
+    out = _cli("doctor", "--model", "simple_cnn", "--seed", "2", "--data", str(CIFAR), "--out", str(tmp_path),
+               timeout=900)       # the range test trains 100 steps at the recipe's batch of 128
     assert out.returncode == 0, out.stdout + out.stderr
     assert "0 FAIL" in out.stdout and "[ OK ] gradients" in out.stdout
 
@@ -408,8 +409,45 @@ def test_cli_doctor_uses_the_recipe_of_minicnn_train_or_of_the_checkpoint(traine
     fresh = _cli("doctor", "--model", "simple_cnn", "--data", tiny_tree, "--subset", "64", "--checks", "data",
                  env=env)
     assert fresh.returncode == 0, fresh.stderr + fresh.stdout
-    assert "the recipe of minicnn train --model simple_cnn: batch 128, sgd lr 0.05, momentum 0.9" in fresh.stdout
+    assert ("the recipe of minicnn train --model simple_cnn: batch 128, sgd lr 0.05 (onecycle schedule), "
+            "momentum 0.9") in fresh.stdout
     trained = _cli("doctor", "--checkpoint", trained_checkpoint, "--data", tiny_tree, "--subset", "64",
                    "--checks", "data", env=env)
     assert trained.returncode == 0, trained.stderr + trained.stdout
-    assert "the recipe it was trained with: batch 20, sgd lr 0.05" in trained.stdout
+    assert "the recipe it was trained with: batch 20, sgd lr 0.05 (cosine schedule)" in trained.stdout
+
+
+def _curve(spike=True, diverged_at=None):
+    """A range test like simple_cnn's on CIFAR-10 at batch 128: the loss falls from 3.6 to 2.0 at lr 0.025,
+    spikes (a fresh batchnorm network) between 0.03 and 0.3, then settles; ``diverged_at`` ends it there."""
+    lrs = list(1e-5 * (1e6) ** (np.arange(100) / 99))
+    sm = [3.6 - 1.6 * min(1.0, np.log(lr / 1e-5) / np.log(0.025 / 1e-5)) for lr in lrs]
+    sm = [v + (5.5 * np.exp(-np.log(lr / 0.1) ** 2) + 0.5 if spike and lr > 0.025 else 0.0) for v, lr in zip(sm, lrs)]
+    if diverged_at is not None:
+        keep = [i for i, lr in enumerate(lrs) if lr <= diverged_at]
+        lrs, sm = [lrs[i] for i in keep], [sm[i] for i in keep] + [float("inf")]
+        lrs.append(diverged_at * 1.01)
+    i_min = int(np.argmin(sm))
+    return {"lrs": lrs, "loss": sm, "smoothed": sm, "lr_at_min": lrs[i_min], "suggested": lrs[i_min] / 10,
+            "diverged_at": None if diverged_at is None else lrs[-1], "batch": 128, "min_loss": sm[i_min],
+            "start_loss": sm[0]}
+
+
+@pytest.mark.parametrize("lr, start_lr, curve, status", [
+    (0.05, None, {}, WARN),                        # a constant 0.05 starts in the fresh network's spike
+    (0.05, 0.002, {}, OK),                         # minicnn train's one-cycle: from 0.002 up to 0.05
+    (0.004, None, {}, OK),                         # a constant rate where the loss falls
+    (0.05, 0.002, {"diverged_at": 0.1}, WARN),     # a peak less than 3x below the blow-up
+    (0.2, 0.008, {"diverged_at": 0.1}, FAIL),      # a peak past it, warm-up or not
+])
+def test_the_recipes_rate_is_judged_where_its_schedule_puts_it(monkeypatch, lr, start_lr, curve, status):
+    from minicnn.doctor import lr_range
+    from minicnn.doctor.context import Context
+
+    monkeypatch.setattr(lr_range, "lr_range_test", lambda ctx: _curve(**curve))
+    ctx = Context(seeded(bn_net), make_data(), sgd(lr), start_lr=start_lr, num_classes=10)
+    result = lr_range.check_learning_rate(ctx)
+    assert result.status == status, str(result)
+    assert (result.advice == "") == (status == OK)
+    if start_lr is not None:
+        assert f"warming up from {start_lr:.3g}" in result.measured

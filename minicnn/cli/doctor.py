@@ -196,7 +196,8 @@ def _loaders(args, batch_size, train, test, with_normalize):
     return loader, test_loader
 
 
-RECIPE_FIELDS = ("recipe", "batch_size", "optimizer", "lr", "momentum", "nesterov", "weight_decay", "bias_lr_scale")
+RECIPE_FIELDS = ("recipe", "batch_size", "optimizer", "lr", "momentum", "nesterov", "weight_decay", "bias_lr_scale",
+                 "schedule", "epochs")
 
 
 def _recipe(args, arch, trained_with=None):
@@ -220,6 +221,17 @@ def _optimizer_factory(cfg):
     from ..train import build_optimizer
 
     return lambda model: build_optimizer(model, cfg)
+
+
+def _start_lr(cfg, model, steps_per_epoch):
+    """The rate minicnn train's schedule for ``cfg`` starts from (a one-cycle warm-up's first rate, else lr)."""
+    import copy
+
+    from ..train import build_optimizer, build_scheduler
+
+    optimizer = build_optimizer(copy.deepcopy(model), cfg)
+    build_scheduler(optimizer, cfg, max(1, steps_per_epoch))
+    return float(optimizer.param_groups[0]["lr"])
 
 
 def cmd_doctor(args):
@@ -256,13 +268,14 @@ def cmd_doctor(args):
     cfg = _recipe(args, arch, trained_with)
     loader, test_loader = _loaders(args, cfg.batch_size, train, test, with_normalize=not args.checkpoint)
     settings = Settings(seed=args.seed, max_samples=max(args.subset, 64))
-    optimizer = (f"{cfg.optimizer} lr {cfg.lr:g}"
+    optimizer = (f"{cfg.optimizer} lr {cfg.lr:g} ({cfg.schedule} schedule)"
                  + (f", momentum {cfg.momentum:g}{' (nesterov)' if cfg.nesterov else ''}" if cfg.optimizer == "sgd"
                     else ""))
     print(f"minicnn doctor: {name} on {where}, {len(loader.dataset)} of {len(train)} training images; "
           f"{'the recipe it was trained with' if trained_with else f'the recipe of minicnn train --model {arch}'}: batch {cfg.batch_size}, {optimizer}, "
           f"weight decay {cfg.weight_decay:g}{', augmented' if args.augment else ''}", flush=True)
-    report = examine(model, loader, _optimizer_factory(cfg), test_loader=test_loader,
+    start_lr = _start_lr(cfg, model, len(train) // cfg.batch_size)
+    report = examine(model, loader, _optimizer_factory(cfg), start_lr=start_lr, test_loader=test_loader,
                      train_size=len(train), augment=args.augment, checks=checks, settings=settings,
                      out=args.out, log=lambda line: print(line, flush=True))
     print()

@@ -82,7 +82,8 @@ class Context:
     """The model, the data read from the loader, and the recipe, as the checks see them."""
 
     def __init__(self, model, train_loader, optimizer_factory=None, lr=None, loss_fn=None, test_loader=None,
-                 num_classes=None, train_size=None, batch_size=None, augment=None, settings=None, out=None):
+                 num_classes=None, train_size=None, batch_size=None, augment=None, settings=None, out=None,
+                 start_lr=None):
         if not isinstance(model, nn.Module):
             raise TypeError(f"examine: model must be a minicnn nn.Module, got {type(model).__name__}")
         self.model = model
@@ -106,6 +107,7 @@ class Context:
         self.train_size = train_size if train_size is not None else self._dataset_len(train_loader)
         probe = self.optimizer(self.copy())
         self.lr = float(probe.param_groups[0]["lr"])
+        self.start_lr = self.lr if start_lr is None else min(float(start_lr), self.lr)   # a warm-up's first rate
         self.weight_decay = max(float(g.get("weight_decay", 0) or 0) for g in probe.param_groups)
         self.num_classes = num_classes or self._count_classes()
         self.results = []          # the results of the checks run so far (``examine`` appends to it)
