@@ -116,7 +116,8 @@ def check_learning_rate(ctx):
     place = place_on_curve(r, start if warms_up else chosen)      # where the recipe's training starts
     here = (f"loss {place['loss']:.3g} there" if place["loss"] is not None and math.isfinite(place["loss"])
             else "beyond the tested curve")
-    if place["fall"] is not None:
+    fell = math.isfinite(r["min_loss"]) and r["min_loss"] < 0.9 * r["start_loss"]
+    if place["fall"] is not None and fell:
         here += f", {100 * place['fall']:.0f}% of the fall from {r['start_loss']:.3g} to the minimum"
     div_text = f"loss blew up at {diverged:.2g}" if diverged else f"no blow-up up to {r['lrs'][-1]:.2g}"
     rate = f"the recipe's lr {chosen:.3g}, warming up from {start:.3g}" if warms_up else f"the recipe's lr {chosen:.3g}"
@@ -124,7 +125,6 @@ def check_learning_rate(ctx):
                 f"{div_text}; {len(r['lrs'])} steps of {r['batch']} samples")
     details = dict(r, chosen=chosen, start_lr=start, loss_at_chosen=place_on_curve(r, chosen)["loss"],
                    loss_at_start_lr=place["loss"], fall_at_start_lr=place["fall"])
-    fell = math.isfinite(r["min_loss"]) and r["min_loss"] < 0.9 * r["start_loss"]
     chance = math.log(ctx.num_classes) if ctx.num_classes and ctx.num_classes > 1 else None
     trained = chance is not None and math.isfinite(r["start_loss"]) and r["start_loss"] < 0.5 * chance
     failed = [res.name for res in ctx.results if res.status == FAIL]
