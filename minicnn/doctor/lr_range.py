@@ -107,12 +107,12 @@ def check_learning_rate(ctx):
     """Checklist item 6: where does the recipe's learning rate sit on the range test's curve?"""
     r = lr_range_test(ctx)
     chosen, suggested, diverged = ctx.lr, r["suggested"], r["diverged_at"]
+    start = ctx.start_lr
+    warms_up = start < chosen
     figures = []
     if ctx.out:
         from .plot import plot_lr_range
-        figures.append(plot_lr_range(r, chosen, f"{ctx.out}/lr_range.png"))
-    start = ctx.start_lr
-    warms_up = start < chosen
+        figures.append(plot_lr_range(r, chosen, f"{ctx.out}/lr_range.png", start=start))
     place = place_on_curve(r, start if warms_up else chosen)      # where the recipe's training starts
     here = (f"loss {place['loss']:.3g} there" if place["loss"] is not None and math.isfinite(place["loss"])
             else "beyond the tested curve")

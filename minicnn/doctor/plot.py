@@ -13,8 +13,9 @@ def _figure():
     return plt
 
 
-def plot_lr_range(result, chosen, path):
-    """Smoothed (and raw) loss against the learning rate, log x axis; the lowest loss's rate and the recipe's marked."""
+def plot_lr_range(result, chosen, path, start=None):
+    """Smoothed (and raw) loss against the learning rate, log x axis; the lowest loss's rate and the recipe's
+    marked (and, for a recipe that warms up, the ``start`` of its warm-up)."""
     plt = _figure()
     lrs = np.asarray(result["lrs"])
     raw, sm = np.asarray(result["loss"], dtype=float), np.asarray(result["smoothed"], dtype=float)
@@ -25,6 +26,8 @@ def plot_lr_range(result, chosen, path):
     ax.plot(lrs[ok], sm[ok], color="C0", lw=2, label="smoothed loss")
     ax.axvline(result["lr_at_min"], color="C2", ls="--", lw=2, label=f"lowest loss at {result['lr_at_min']:.2g}")
     ax.axvline(chosen, color="C3", ls="-", lw=2, label=f"the recipe's lr {chosen:.2g}")
+    if start is not None and start < chosen:
+        ax.axvline(start, color="C3", ls=":", lw=2, label=f"its warm-up starts at {start:.2g}")
     if result.get("diverged_at"):
         ax.axvline(result["diverged_at"], color="k", ls=":", lw=1.5, label=f"blow-up {result['diverged_at']:.2g}")
     if ok.any():
