@@ -1,4 +1,4 @@
-"""Time the two explain methods the issue sets a speed target for, on simple_cnn and resnet20.
+"""Time occlusion and Grad-CAM, the two explain methods a user waits for most, on simple_cnn and resnet20.
 
 Usage::
 
@@ -16,8 +16,8 @@ Cases (float32, CPU, weights untrained: the cost does not depend on them):
 
 For each it prints the median wall time in seconds. There is no PyTorch
 column: PyTorch itself has no occlusion or Grad-CAM (Captum does, and it is
-not a dependency). The issue's target is "under a few seconds" for each case
-on the 2-core CPU.
+not a dependency). Each case should take no more than a few seconds on a
+2-core CPU.
 """
 import argparse
 import os

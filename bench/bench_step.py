@@ -7,8 +7,8 @@
 One step = forward, cross-entropy loss, backward, SGD with momentum (and
 weight decay), float32, batch 128, on the same random batch for both
 frameworks, their steps taken in turn. Printed: the median step time of
-each, the ratio minicnn / PyTorch (the issue's target: <= 1.5 on CPU, <= 3
-on GPU) with the spread of step-by-step ratios, a per-op breakdown
+each, the ratio minicnn / PyTorch (below 1 minicnn is faster; minicnn aims to
+stay within 1.5x of PyTorch on a CPU and 3x on a GPU) with the spread of step-by-step ratios, a per-op breakdown
 of minicnn's step (im2col, GEMM, col2im, pooling, batchnorm, elementwise,
 ...), and the peak memory of a step (resident-set high-water mark of a fresh
 process, above its state before the first step).

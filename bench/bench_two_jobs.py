@@ -7,7 +7,7 @@
 For each setting it runs the minicnn training step (forward, loss, backward,
 SGD; the step of bench/bench_step.py) in a fresh process ALONE, then in TWO
 processes AT ONCE, both pinned to the same ``--cores`` cores (default: the
-first 2, the machine the issue measured on). The two jobs wait for each
+first 2, a small laptop's or CI machine's share). The two jobs wait for each
 other after their warm-up, so their timed steps overlap. Printed per
 setting: the median step time alone, of each job together, and the
 slowdown together / alone. Two jobs sharing the cores that one job used

@@ -15,7 +15,7 @@ Importing minicnn changes nothing in the process; long jobs call
 ``minicnn.speed.apply_process_settings()`` (``minicnn train`` does).
 """
 from ._version import __version__
-from .backend import get_array_module, is_gpu_available, default_dtype, set_default_dtype, keep_freed_memory  # noqa: F401 (not called: see minicnn.speed.apply_process_settings)
+from .backend import get_array_module, is_gpu_available, default_dtype, set_default_dtype
 from .autograd import Tensor, Function, tensor, no_grad, enable_grad, is_grad_enabled
 from . import functional
 from .gradcheck import gradcheck, numerical_grad, GradcheckReport

@@ -15,13 +15,10 @@ float32 (``default_dtype()``); gradient checks use float64 explicitly.
 """
 import numpy as np
 
-# Moved to minicnn.speed (speed tricks live in one module); kept here as aliases.
-from .speed import BLOCK_BYTES, cpu_threads, keep_freed_memory, parallel_chunks, row_blocks  # noqa: F401
-
 __all__ = [
     "get_array_module", "is_gpu_available", "cupy_or_none", "device_of",
     "to_device", "as_array", "default_dtype", "set_default_dtype", "check_device", "scatter_add",
-    "parallel_chunks", "row_blocks", "cpu_threads", "seed_global", "is_tensor", "raw",
+    "seed_global", "is_tensor", "raw",
 ]
 
 _DEFAULT_DTYPE = np.dtype(np.float32)

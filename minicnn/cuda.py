@@ -48,6 +48,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import backend
+from .reference import output_size
 from .utils import pair
 
 __all__ = [
@@ -198,7 +199,7 @@ class Geometry(NamedTuple):
 
 
 def conv_geometry(fn, x_shape, kernel_size, stride=1, padding=0, dilation=1):
-    """Normalise the arguments and compute the output size:
+    """Normalise the arguments and compute the output size (``reference.output_size``):
 
     ``OH = (H + 2*PH - DH*(KH-1) - 1) // SH + 1`` (likewise OW).
     Raises ValueError when the (dilated) kernel is larger than the padded input.
@@ -210,8 +211,7 @@ def conv_geometry(fn, x_shape, kernel_size, stride=1, padding=0, dilation=1):
     SH, SW = pair(stride, "stride", fn, 1)
     PH, PW = pair(padding, "padding", fn, 0)
     DH, DW = pair(dilation, "dilation", fn, 1)
-    OH = (H + 2 * PH - DH * (KH - 1) - 1) // SH + 1
-    OW = (W + 2 * PW - DW * (KW - 1) - 1) // SW + 1
+    OH, OW = output_size(H, KH, SH, PH, DH), output_size(W, KW, SW, PW, DW)
     if OH <= 0 or OW <= 0:
         raise ValueError(
             f"{fn}: output size would be {OH}x{OW} for input {H}x{W} with kernel {KH}x{KW}, "

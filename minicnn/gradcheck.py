@@ -40,6 +40,14 @@ point", not as a failure of the backward, provided the analytic value lies
 between the two one-sided derivatives (one of them, or a subgradient in
 between). Outside that range it still fails.
 
+Inputs written in place: a forward or backward that changes its inputs
+(``np.maximum(x, 0, out=x)``), a module's parameters, or the upstream
+gradient it is given is a bug, and central differences around a point that
+moves mean nothing (the damage would look like kinks). Copies taken before
+the forward and before the backward are compared with what is left after
+each; any change FAILS the check with a message naming the tensor and the
+pass (forward or backward), and no kink is reported then.
+
 Randomness: the global NumPy random state is replayed before every
 evaluation (so a dropout layer draws the same mask each time) and put back
 afterwards.
@@ -62,7 +70,7 @@ from .autograd import Function, Tensor, enable_grad, no_grad
 from .backend import to_device
 from .nn import Module
 
-__all__ = ["numerical_grad", "gradcheck", "GradcheckReport", "CheckReport", "InputReport",
+__all__ = ["numerical_grad", "gradcheck", "GradcheckReport", "CheckReport",
            "GradcheckError", "module_in_float64"]
 
 
@@ -244,9 +252,6 @@ class CheckReport:
                        f"(near zero a relative error means little: the tolerance is what counts)")
 
 
-InputReport = CheckReport   # the older name
-
-
 class GradcheckReport:
     """What ``gradcheck`` found.
 
@@ -255,16 +260,18 @@ class GradcheckReport:
     parameters; ``parameters``: only the parameters' rows; ``report['weight']``,
     ``report['input 0']``, ``report[0]``: a row by name, or an input by position;
     ``not_checked``: frozen parameters' names; ``warnings``: e.g. an output that
-    is not float64. Prints readably.
+    is not float64; ``errors``: what fails the check as a whole (a forward or
+    backward that wrote into its inputs, parameters or upstream gradient).
+    Prints readably.
     """
 
-    def __init__(self, name, checks, eps, atol, rtol, not_checked=(), module=False, seed=0, warnings=()):
+    def __init__(self, name, checks, eps, atol, rtol, not_checked=(), module=False, seed=0, warnings=(), errors=()):
         self.name, self.checks, self.eps, self.atol, self.rtol = name, list(checks), eps, atol, rtol
-        self.warnings = list(warnings)
+        self.warnings, self.errors = list(warnings), list(errors)
         self.inputs = self.checks
         self.parameters = [c for c in self.checks if c.kind == "parameter"]
         self.not_checked, self.module, self.seed = list(not_checked), module, seed
-        self.passed = all(c.passed for c in self.checks)
+        self.passed = all(c.passed for c in self.checks) and not self.errors
 
     @property
     def sampled(self):
@@ -299,6 +306,7 @@ class GradcheckReport:
         lines.append(f"  an element passes when |analytic - numeric| <= atol + rtol*|numeric| with atol={self.atol:g}, "
                      f"rtol={self.rtol:g}; numeric = central difference with eps={self.eps:g}, "
                      f"random upstream gradient (seed {self.seed})")
+        lines += [f"  FAIL: {e}" for e in self.errors]
         lines += [f"  warning: {w}" for w in self.warnings]
         lines += [repr(c) for c in self.checks]
         n_kinks = sum(k["accepted"] for c in self.checks for k in c.kinks)
@@ -488,21 +496,28 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-6, rtol=1e-4, raise_on_fail=False, s
                              "requires_grad=True)" + (", and no parameter requires a gradient" if is_module else ""))
         for _, _, _, t in targets:
             t.grad = None
-        checks, warnings = _run_checks(fn, tensors, targets, replay, eps, atol, rtol, seed, sample, detect_kinks)
-    report = GradcheckReport(name, checks, eps, atol, rtol, frozen, is_module, seed, warnings)
+        watched = [(f"input {i}", t) for i, t in enumerate(tensors) if t is not None]
+        watched += [(f"parameter {n}", p) for n, p in fn.named_parameters()] if is_module else []
+        checks, warnings, errors = _run_checks(fn, tensors, targets, watched, replay, eps, atol, rtol, seed,
+                                               sample, detect_kinks)
+    report = GradcheckReport(name, checks, eps, atol, rtol, frozen, is_module, seed, warnings, errors)
     if raise_on_fail and not report.passed:
         raise GradcheckError(report)
     return report
 
 
-def _run_checks(fn, tensors, targets, replay, eps, atol, rtol, seed, sample, detect_kinks):
+def _run_checks(fn, tensors, targets, watched, replay, eps, atol, rtol, seed, sample, detect_kinks):
     """Analytic gradients by one backward pass, then central differences per target.
 
-    Returns the rows (``CheckReport``) and warnings (strings) for the report.
+    ``watched``: (label, Tensor) pairs that neither pass may change (the
+    inputs, a module's parameters). Returns the rows (``CheckReport``),
+    warnings and errors (strings) for the report.
     """
+    start = [t.data.copy() for _, t in watched]
     replay()
     with enable_grad():
         outs = _as_list(fn(*tensors))
+    damaged = {label: ("forward", m) for label, m in _written_in_place("forward", watched, start).items()}
     warnings = [f"output {k} has dtype {o.dtype}, not float64: something in the forward pass casts, so the "
                 f"numeric gradient is only as precise as {o.dtype}" for k, o in enumerate(outs)
                 if isinstance(o, Tensor) and o.dtype.kind == "f" and o.dtype != np.float64]
@@ -510,10 +525,23 @@ def _run_checks(fn, tensors, targets, replay, eps, atol, rtol, seed, sample, det
     upstream = [rng.standard_normal(np.shape(o.data if isinstance(o, Tensor) else o)) for o in outs]
     # Analytic: backward of L = sum_k sum(G_k * y_k). Each backward gets a copy of G_k: a backward
     # that writes into its upstream gradient must not change the G the numeric side uses.
-    for o, g in zip(outs, upstream):
+    before_backward = [t.data.copy() for _, t in watched]
+    given = [g.copy() for g in upstream]
+    for o, g in zip(outs, given):
         if isinstance(o, Tensor) and o.requires_grad:
-            o.backward(g.copy(), retain_graph=True)
+            o.backward(g, retain_graph=True)
     del outs
+    for label, message in _written_in_place("backward", watched, before_backward).items():
+        damaged.setdefault(label, ("backward", message))
+    errors = [message for _, message in damaged.values()]
+    errors += [f"the backward pass wrote into the upstream gradient it was given (output {k}): a backward "
+               f"must compute its result into a new array (write g * 2, not g *= 2)"
+               for k, (g, g0) in enumerate(zip(given, upstream)) if not np.array_equal(g, g0, equal_nan=True)]
+    if errors:            # check from the point the caller gave, and call no damage a kink
+        detect_kinks = False
+        for (_, t), x0 in zip(watched, start):
+            if t.data.shape == x0.shape and t.data.dtype == x0.dtype:
+                t.data[...] = x0
 
     def loss():
         replay()
@@ -522,12 +550,13 @@ def _run_checks(fn, tensors, targets, replay, eps, atol, rtol, seed, sample, det
     base = []       # L(x) at the unperturbed point, computed once when a kink check needs it
     reports = []
     for label, kind, index, t in targets:
-        note = ""
+        key = label if kind == "input" else f"parameter {label}"       # as in ``watched``
+        note = f"FAIL: written in place by the {damaged[key][0]} pass (see above)" if key in damaged else ""
         analytic = t.grad
         if analytic is None:
             analytic = np.zeros(t.shape)
             note = "backward gave no gradient for this one (treated as zeros)"
-        elif analytic.dtype != np.float64:
+        elif analytic.dtype != np.float64 and not note:
             note = f"FAIL: the gradient has dtype {analytic.dtype}, expected float64 like the input"
         a = np.asarray(to_device(analytic, "cpu"), dtype=np.float64).reshape(-1)
         flat = t.data.reshape(-1)          # a view: perturbing it perturbs the input / parameter
@@ -560,7 +589,29 @@ def _run_checks(fn, tensors, targets, replay, eps, atol, rtol, seed, sample, det
             warnings.append(f"{row.label}: every checked gradient is within atol={atol:g} of 0 (the largest is "
                             f"{largest:.1e}), so a wrong backward would pass here too; use inputs that give "
                             f"larger gradients, or a smaller atol")
-    return reports, warnings
+    return reports, warnings, errors
+
+
+def _written_in_place(stage, watched, before):
+    """{label: message} for each watched tensor whose array differs from its copy ``before`` the ``stage`` pass."""
+    found = {}
+    for (label, t), x0 in zip(watched, before):
+        x1 = np.asarray(to_device(t.data, "cpu"))
+        floating = x0.dtype.kind in "fc"
+        if x1.shape == x0.shape and np.array_equal(x1, x0, equal_nan=floating):
+            continue
+        if x1.shape != x0.shape:
+            what = f"its shape went from {x0.shape} to {x1.shape}"
+        else:
+            same = (x1 == x0) | (np.isnan(x1) & np.isnan(x0)) if floating else x1 == x0
+            changed = np.flatnonzero(~same)
+            i = int(changed[0])
+            what = (f"{len(changed)} of {x0.size} elements, e.g. at {_idx(i, x0.shape)}: "
+                    f"{x0.reshape(-1)[i]:.6g} became {x1.reshape(-1)[i]:.6g}")
+        found[label] = (f"the {stage} pass changed {label} in place ({what}): a {stage} must not write into "
+                        f"its inputs or parameters (write np.maximum(x, 0), not np.maximum(x, 0, out=x)); "
+                        f"the gradients below were measured around a moving point and mean nothing")
+    return found
 
 
 def _within(analytic, numeric, atol, rtol):

@@ -35,7 +35,13 @@ def _pair(v):
 
 
 def output_size(in_size, kernel, stride=1, padding=0, dilation=1):
-    """Number of window positions along one axis: floor((in + 2p - d(k - 1) - 1) / s) + 1."""
+    """Number of window positions along one axis: floor((in + 2p - d(k - 1) - 1) / s) + 1.
+
+    The number of positions a window of effective size ``d*(k-1)+1`` takes,
+    moving by ``s``, inside the input padded by ``p`` on both sides. This is
+    the one place the formula is written: the fast ops (as
+    ``functional.conv_output_size``) and the CUDA wrappers import it.
+    """
     return (in_size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 

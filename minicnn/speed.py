@@ -11,6 +11,7 @@ helper here as its contract:
 helper                                returns the same as
 ====================================  ===========================================
 ``parallel_chunks(n, work)``          ``work(0, n)`` (work writes rows [lo, hi) only)
+``parallel_copy(dst, src)``           ``np.copyto(dst, src)`` (one shape), returns dst
 ``row_blocks(M, row_bytes, work)``    ``[work(0, M)]``, block by block
 ``matmul(a, b)``                      ``a @ b``
 ``matmul_t(a, b)``                    ``a.T @ b`` (``a.swapaxes(-1, -2) @ b``)
@@ -51,7 +52,7 @@ import threading
 
 __all__ = [
     "apply_process_settings", "keep_freed_memory", "blas_threads", "set_blas_threads",
-    "cpu_threads", "parallel_chunks", "row_blocks", "BLOCK_BYTES", "matmul", "matmul_t", "column_sums",
+    "cpu_threads", "parallel_chunks", "parallel_copy", "row_blocks", "BLOCK_BYTES", "matmul", "matmul_t", "column_sums",
     "column_mean_var", "column_dot_centred", "affine_rows", "assign_increasing",
 ]
 
@@ -224,6 +225,24 @@ def parallel_chunks(n, work, arrays_on_gpu=False):
     for e in errors:
         if e is not None:
             raise e
+
+
+def parallel_copy(dst, src):
+    """Same as ``np.copyto(dst, src)`` for two arrays of one shape, and returns ``dst``: split over the cores along axis 0.
+
+    Why: a copy runs on one core in NumPy, which releases the GIL while
+    copying, so each core copying its own rows (``parallel_chunks``) is
+    faster (im2col's copy of every window: 9.0 ms -> 6.3 ms on two cores).
+    """
+    import numpy as np
+
+    if dst.shape != src.shape:
+        raise ValueError(f"parallel_copy: dst has shape {dst.shape} but src has {src.shape}")
+    if dst.ndim == 0:
+        np.copyto(dst, src)
+    else:
+        parallel_chunks(len(dst), lambda lo, hi: np.copyto(dst[lo:hi], src[lo:hi]))
+    return dst
 
 
 # Rows per block of ``row_blocks``: about 1 MiB of each array a block touches.

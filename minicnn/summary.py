@@ -55,6 +55,7 @@ import numpy as np
 from . import nn
 from .autograd import Tensor, no_grad
 from .backend import default_dtype, get_array_module
+from .reference import output_size as conv_output_size   # the lectures' formula, floor((w + 2p - d(k-1) - 1) / s) + 1
 from .utils import pair
 
 __all__ = ["summary", "ModelSummary", "LayerRow", "SummaryError", "conv_output_size"]
@@ -62,11 +63,6 @@ __all__ = ["summary", "ModelSummary", "LayerRow", "SummaryError", "conv_output_s
 
 class SummaryError(ValueError):
     """The model cannot run on ``input_shape``; the message names the layer that failed."""
-
-
-def conv_output_size(w_in, kernel, stride=1, padding=0, dilation=1):
-    """The lectures' formula: floor((w_in + 2p - d(k - 1) - 1) / s) + 1 (one spatial axis)."""
-    return (w_in + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
 class LayerRow:

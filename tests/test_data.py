@@ -373,7 +373,8 @@ def test_imagefolder_second_load_reads_cache(tmp_path, monkeypatch):
     def no_decoding(*args, **kwargs):
         raise AssertionError("Pillow was called although the cache is valid")
 
-    monkeypatch.setattr(folder_mod.Image, "open", no_decoding)
+    from PIL import Image
+    monkeypatch.setattr(Image, "open", no_decoding)
     t0 = time.perf_counter()
     second = ImageFolder(tmp_path / "tree", cache_dir=tmp_path / "cache", progress=False)
     assert time.perf_counter() - t0 < 0.5
@@ -839,3 +840,16 @@ def test_loader_resumes_mid_epoch_with_identical_batches():
     assert loader.epoch == 3        # iterating advanced to the next epoch, from its start
     with pytest.raises(ValueError, match="start_batch must be a non-negative int"):
         loader.set_epoch(0, start_batch=-1)
+
+
+def test_importing_minicnn_data_does_not_load_pillow():
+    """Array-only use (ArrayDataset, DataLoader, transforms) needs no Pillow: it is loaded where images are decoded."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = "import sys, minicnn, minicnn.data; print('PIL' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

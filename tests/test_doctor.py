@@ -308,9 +308,9 @@ def test_directional_gradcheck_catches_a_wrong_backward():
 
 
 # ---------------------------------------------------------------------------------- CLI
-def _cli(*args, env=None):
+def _cli(*args, env=None, timeout=300):
     return subprocess.run([sys.executable, "-m", "minicnn", *args], capture_output=True, text=True,
-                          timeout=300, env=env)
+                          timeout=timeout, env=env)
 
 
 def test_cli_doctor_on_a_tiny_tree(tiny_tree, tmp_path):
@@ -344,6 +344,110 @@ CIFAR = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "
 def test_cli_doctor_healthy_simple_cnn_on_real_cifar_gets_no_fail(tmp_path):
     """The default command on the real data (seed 2 once hit a max-pool tie of a flat JPEG region
     in the gradient check, a false FAIL before the inputs were jittered)."""
-    out = _cli("doctor", "--model", "simple_cnn", "--seed", "2", "--data", str(CIFAR), "--out", str(tmp_path))
+    out = _cli("doctor", "--model", "simple_cnn", "--seed", "2", "--data", str(CIFAR), "--out", str(tmp_path),
+               timeout=900)       # the range test trains 100 steps at the recipe's batch of 128
     assert out.returncode == 0, out.stdout + out.stderr
     assert "0 FAIL" in out.stdout and "[ OK ] gradients" in out.stdout
+
+
+# ------------------------------------------------------------------ the learning rate against the recipe
+def test_range_test_runs_at_the_recipes_batch_size_and_places_its_rate():
+    data = make_data(batch=128)
+    report = examine(seeded(bn_net), data, sgd(0.05), train_size=5000, checks=["learning_rate"],
+                     settings=Settings(lr_steps=40))
+    d = report["learning_rate"].details
+    assert d["batch"] == 128 and len(d["lrs"]) <= 40
+    assert d["chosen"] == 0.05 and d["loss_at_chosen"] is not None
+    assert "the recipe's lr 0.05: loss" in report["learning_rate"].measured
+    small = examine(seeded(bn_net), data, sgd(0.05), checks=["learning_rate"], settings=Settings(lr_steps=20,
+                                                                                                lr_batch=16))
+    assert small["learning_rate"].details["batch"] == 16
+
+
+def _trained(model, data, steps=60):
+    opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    for k in range(steps):
+        x, y = data[k % len(data)]
+        loss = F.cross_entropy(model(minicnn.tensor(x)), minicnn.tensor(y))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model
+
+
+def test_a_trained_model_gets_no_suggestion_and_no_talk_of_failing_checks():
+    data = make_data(signal=3.0)
+    model = _trained(seeded(bn_net), data)
+    report = examine(model, data, sgd(0.05), train_size=5000, settings=Settings(lr_steps=40),
+                     checks=["data", "learning_rate"])
+    lr = report["learning_rate"]
+    assert lr.details["start_loss"] < 0.5 * np.log(4)
+    assert lr.status == OK and lr.advice == "" and "already trained" in lr.meaning, str(lr)
+    assert "fix the failing checks" not in str(report)
+
+
+@pytest.mark.parametrize("others_failed", [True, False])
+def test_advice_when_no_rate_lowers_the_loss_matches_the_other_checks(others_failed):
+    from minicnn.doctor.context import Context
+    from minicnn.doctor.lr_range import check_learning_rate
+    from minicnn.doctor.report import CheckResult
+
+    ctx = Context(seeded(bn_net), make_data(), sgd(1e-5), settings=Settings(lr_steps=10, lr_min=1e-7, lr_max=1e-4))
+    if others_failed:
+        ctx.results.append(CheckResult("final_layer", "t", FAIL, None, "softmax before the loss", "m"))
+    result = check_learning_rate(ctx)
+    assert result.status == WARN and "no learning rate in the range lowered the loss" in result.meaning
+    if others_failed:
+        assert result.advice.startswith("fix the failing checks first (final_layer)")
+    else:
+        assert "fix the failing checks" not in result.advice and "no other check failed" in result.advice
+
+
+def test_cli_doctor_uses_the_recipe_of_minicnn_train_or_of_the_checkpoint(trained_checkpoint, tiny_tree, tmp_path):
+    import os
+    env = dict(os.environ, MINICNN_CACHE=str(tmp_path / "cache"))
+    fresh = _cli("doctor", "--model", "simple_cnn", "--data", tiny_tree, "--subset", "64", "--checks", "data",
+                 env=env)
+    assert fresh.returncode == 0, fresh.stderr + fresh.stdout
+    assert ("the recipe of minicnn train --model simple_cnn: batch 128, sgd lr 0.05 (onecycle schedule), "
+            "momentum 0.9") in fresh.stdout
+    trained = _cli("doctor", "--checkpoint", trained_checkpoint, "--data", tiny_tree, "--subset", "64",
+                   "--checks", "data", env=env)
+    assert trained.returncode == 0, trained.stderr + trained.stdout
+    assert "the recipe it was trained with: batch 20, sgd lr 0.05 (cosine schedule)" in trained.stdout
+
+
+def _curve(spike=True, diverged_at=None):
+    """A range test like simple_cnn's on CIFAR-10 at batch 128: the loss falls from 3.6 to 2.0 at lr 0.025,
+    spikes (a fresh batchnorm network) between 0.03 and 0.3, then settles; ``diverged_at`` ends it there."""
+    lrs = list(1e-5 * (1e6) ** (np.arange(100) / 99))
+    sm = [3.6 - 1.6 * min(1.0, np.log(lr / 1e-5) / np.log(0.025 / 1e-5)) for lr in lrs]
+    sm = [v + (5.5 * np.exp(-np.log(lr / 0.1) ** 2) + 0.5 if spike and lr > 0.025 else 0.0) for v, lr in zip(sm, lrs)]
+    if diverged_at is not None:
+        keep = [i for i, lr in enumerate(lrs) if lr <= diverged_at]
+        lrs, sm = [lrs[i] for i in keep], [sm[i] for i in keep] + [float("inf")]
+        lrs.append(diverged_at * 1.01)
+    i_min = int(np.argmin(sm))
+    return {"lrs": lrs, "loss": sm, "smoothed": sm, "lr_at_min": lrs[i_min], "suggested": lrs[i_min] / 10,
+            "diverged_at": None if diverged_at is None else lrs[-1], "batch": 128, "min_loss": sm[i_min],
+            "start_loss": sm[0]}
+
+
+@pytest.mark.parametrize("lr, start_lr, curve, status", [
+    (0.05, None, {}, WARN),                        # a constant 0.05 starts in the fresh network's spike
+    (0.05, 0.002, {}, OK),                         # minicnn train's one-cycle: from 0.002 up to 0.05
+    (0.004, None, {}, OK),                         # a constant rate where the loss falls
+    (0.05, 0.002, {"diverged_at": 0.1}, WARN),     # a peak less than 3x below the blow-up
+    (0.2, 0.008, {"diverged_at": 0.1}, FAIL),      # a peak past it, warm-up or not
+])
+def test_the_recipes_rate_is_judged_where_its_schedule_puts_it(monkeypatch, lr, start_lr, curve, status):
+    from minicnn.doctor import lr_range
+    from minicnn.doctor.context import Context
+
+    monkeypatch.setattr(lr_range, "lr_range_test", lambda ctx: _curve(**curve))
+    ctx = Context(seeded(bn_net), make_data(), sgd(lr), start_lr=start_lr, num_classes=10)
+    result = lr_range.check_learning_rate(ctx)
+    assert result.status == status, str(result)
+    assert (result.advice == "") == (status == OK)
+    if start_lr is not None:
+        assert f"warming up from {start_lr:.3g}" in result.measured

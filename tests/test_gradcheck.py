@@ -655,7 +655,7 @@ class ShiftDoublingInPlace(Function):
 def test_a_backward_writing_into_its_upstream_gradient_cannot_fool_the_check():
     x = np.random.default_rng(0).standard_normal((2, 3))
     rep = gradcheck(ShiftDoublingInPlace.apply, [x])
-    assert not rep.passed and rep.inputs[0].n_failed == 6, rep
+    assert not rep.passed and rep.inputs[0].n_failed == 6, rep       # the numbers are wrong too
 
 
 def test_gradients_all_below_atol_are_warned_about():
@@ -669,3 +669,99 @@ def test_gradients_all_below_atol_are_warned_about():
     frozen_bias = MyLinear(3, 2)
     rep = gradcheck(frozen_bias, [np.ones((2, 3))])
     assert not rep.warnings, rep
+
+
+# ------------------------------------------------------------ ops that write into what they are given
+class InPlaceReLU(Function):
+    """The forward overwrites its input: the backward is right for the values it saw, the op is not."""
+
+    def forward(self, x):
+        self.mask = x > 0
+        return np.maximum(x, 0, out=x)
+
+    def backward(self, g):
+        return g * self.mask
+
+
+class InPlaceScale(Function):
+    """y = 3x computed by scaling x in place (and returning it)."""
+
+    def forward(self, x):
+        x *= 3
+        return x
+
+    def backward(self, g):
+        return 3 * g
+
+
+class BackwardScalesSavedInput(Function):
+    """y = x * x; the backward doubles the saved x in place (its input array) on the way."""
+
+    def forward(self, x):
+        self.x = x
+        return x * x
+
+    def backward(self, g):
+        self.x *= 2
+        return g * self.x
+
+
+class ClipsLabels(Function):
+    """y = x[labels]-like: the forward clips its integer second input in place."""
+
+    def forward(self, x, labels):
+        np.clip(labels, 0, 0, out=labels)
+        return x * 2
+
+    def backward(self, g):
+        return 2 * g, None
+
+
+class ClippedLinear(MyLinear):
+    """A module whose forward clips its own weight in place (a "weight constraint" done wrong)."""
+
+    def forward(self, x):
+        np.clip(self.weight.data, -0.5, 0.5, out=self.weight.data)
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("fn, inputs, stage, what", [
+    (InPlaceReLU.apply, [np.random.default_rng(1).standard_normal((3, 4))], "forward", "input 0"),
+    (InPlaceScale.apply, [np.random.default_rng(2).standard_normal((2, 3))], "forward", "input 0"),
+    (BackwardScalesSavedInput.apply, [np.random.default_rng(3).standard_normal((2, 3))], "backward", "input 0"),
+    (ClipsLabels.apply, [np.random.default_rng(4).standard_normal(3), np.array([2, 1, 0])], "forward", "input 1"),
+    (ClippedLinear(3, 2), [np.random.default_rng(5).standard_normal((4, 3))], "forward", "parameter weight"),
+])
+def test_a_pass_that_writes_into_its_inputs_fails_and_says_so(fn, inputs, stage, what):
+    originals = [a.copy() for a in inputs]
+    rep = gradcheck(fn, inputs)
+    assert not rep.passed and not rep and rep.kinks == [], rep          # damage is never a "kink"
+    assert any(e.startswith(f"the {stage} pass changed {what} in place") for e in rep.errors), rep.errors
+    text = str(rep)
+    assert f"FAIL: the {stage} pass changed {what} in place" in text and "non-differentiable" not in text
+    for a, a0 in zip(inputs, originals):                                   # the caller's arrays: untouched
+        np.testing.assert_array_equal(a, a0)
+    with pytest.raises(GradcheckError, match=f"the {stage} pass changed {what} in place"):
+        gradcheck(fn, inputs, raise_on_fail=True)
+
+
+def test_in_place_relu_fails_even_where_its_damage_looked_like_kinks():
+    """Inputs near 0 made the damage look like non-differentiable points; it must fail all the same."""
+    x = np.random.default_rng(6).standard_normal((4, 5)) * 1e-6
+    rep = gradcheck(InPlaceReLU.apply, [x])
+    assert not rep.passed and rep.kinks == [] and "non-differentiable" not in str(rep)
+    assert gradcheck(F.relu, [x]).passed                # the out-of-place ReLU there: kinks, and a pass
+
+
+def test_a_backward_writing_into_its_upstream_gradient_is_named():
+    rep = gradcheck(ShiftDoublingInPlace.apply, [np.random.default_rng(7).standard_normal((2, 3))])
+    assert not rep.passed
+    assert "the backward pass wrote into the upstream gradient it was given (output 0)" in str(rep)
+
+
+def test_ops_that_leave_their_inputs_alone_report_no_error():
+    x = relu_apart(np.random.default_rng(8), (2, 3, 4, 4))
+    for fn, inputs in [(F.relu, [x]), (lambda t: F.max_pool2d(t, 2), [x]), (MyLinear(4, 2), [x[:, 0, 0]]),
+                       (nn.BatchNorm2d(3), [x])]:
+        rep = gradcheck(fn, inputs)
+        assert rep.passed and rep.errors == [], rep

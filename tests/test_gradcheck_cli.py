@@ -68,6 +68,24 @@ class BadLinear(MyLinear):
 
 def doubled(x):
     return x * 2.0
+
+
+class InPlaceReLU(minicnn.Function):
+    def forward(self, x):
+        self.mask = x > 0
+        return np.maximum(x, 0, out=x)          # bug: writes into its input
+
+    def backward(self, g):
+        return g * self.mask
+
+
+class DoubleInPlace(minicnn.Function):
+    def forward(self, x):
+        return 2 * x
+
+    def backward(self, g):
+        g *= 2                                  # bug: writes into the upstream gradient
+        return g
 '''
 
 
@@ -178,3 +196,14 @@ def test_broken_homework_file_and_crashing_layer(homework):
     assert out.returncode == 2 and "SyntaxError" in out.stderr
     out = run(["--layer", "homework:MyLinear", "--args", "4, 3", "--shapes", "5x7"], homework)
     assert out.returncode == 1 and "gradcheck MyLinear: ERROR" in out.stdout and "--shapes" in out.stdout
+
+
+@pytest.mark.parametrize("name, message", [
+    ("InPlaceReLU", "FAIL: the forward pass changed input 0 in place"),
+    ("DoubleInPlace", "FAIL: the backward pass wrote into the upstream gradient it was given"),
+])
+def test_a_layer_that_writes_into_what_it_is_given_fails(homework, name, message):
+    out = run(["--layer", f"homework.py:{name}", "--shapes", "3x4"], homework)
+    assert out.returncode == 1, out.stdout
+    assert f"gradcheck {name}: FAILED" in out.stdout and message in out.stdout
+    assert "non-differentiable" not in out.stdout and out.stdout.rstrip().endswith("passed, 1 failed")

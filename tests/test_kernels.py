@@ -366,8 +366,9 @@ POOL_CASES = [
 
 # max-pooling inputs: normal values; small integers (ties inside windows);
 # NaNs (often two in a window: the last one wins); -inf entries and planes
-# that are -inf everywhere (windows whose every real input is -inf)
-MAX_VALUES = ["random", "ties", "nan", "neg_inf"]
+# that are -inf everywhere (windows whose every real input is -inf); both in
+# one plane (an all -inf window beside a NaN window: each keeps its own rule)
+MAX_VALUES = ["random", "ties", "nan", "neg_inf", "mixed"]
 
 
 def _raw(a):
@@ -394,6 +395,12 @@ def _pool_input(values, rng, shape, dtype):
     elif values == "neg_inf":
         x[rng.random(shape) < 0.4] = -np.inf
         x[0, 0] = -np.inf                       # a whole plane of -inf
+    elif values == "mixed":
+        u = rng.random(shape)
+        x[u < 0.6] = -np.inf
+        x[u > 0.9] = np.nan
+        x[0, 0, :2, :2] = -np.inf               # a first window of -inf only,
+        x[0, 0, -1, -1] = np.nan                # and a NaN in the same plane
     return x
 
 

@@ -239,7 +239,7 @@ def test_batch_norm_errors():
         F.batch_norm(x, np.zeros(4), rv, training=True)
     with pytest.raises(ValueError, match=r"weight must have shape \(3,\)"):
         F.batch_norm(x, rm, rv, np.ones(2), training=True)
-    with pytest.raises(ValueError, match=r"more than 1 value per channel"):
+    with pytest.raises(ValueError, match=r"more than one value per channel"):
         F.batch_norm(np.zeros((1, 3)), rm, rv, training=True)
     with pytest.raises(ValueError, match=r"input must be \(N, C\) or \(N, C, H, W\), got shape \(3,\)"):
         F.batch_norm(np.zeros(3), rm, rv)

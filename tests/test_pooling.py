@@ -304,3 +304,68 @@ def test_max_pool_minus_inf_windows_match_the_definition():
         y_ref, idx_ref = naive_max_pool(x, kernel, stride, padding, dilation)
         np.testing.assert_array_equal(y.data, y_ref)
         np.testing.assert_array_equal(idx.data, idx_ref)
+
+
+# --------------------------------------------------------------------------
+# NaN, -inf and finite values mixed in one array: each window follows its own rule
+# --------------------------------------------------------------------------
+def test_max_pool_minus_inf_window_keeps_its_gradient_when_another_window_holds_a_nan(xp):
+    x = np.arange(16.0).reshape(1, 1, 4, 4)
+    x[0, 0, 0, 0], x[0, 0, 3, 3] = -np.inf, np.nan      # window (0, 0) is all -inf; window (2, 2) is NaN
+    xt = minicnn.tensor(xp.asarray(x), requires_grad=True)
+    y, idx = F.max_pool2d(xt, 2, stride=2, padding=1, return_indices=True)
+    y.backward(xp.ones(y.shape))
+    assert np_(idx)[0, 0, 0, 0] == 0 and np_(y)[0, 0, 0, 0] == -np.inf and np.isnan(np_(y)[0, 0, 2, 2])
+    assert np_(xt.grad)[0, 0, 0, 0] == 1.0                 # as PyTorch and minicnn.reference route it
+    assert np_(xt.grad)[0, 0, 3, 3] == 1.0
+
+
+def mixed_values(shape, seed, p_nan, p_neg_inf):
+    """Distinct finite values with NaN and -inf sprinkled in (whole -inf windows are common)."""
+    rng = np.random.default_rng(seed)
+    x = distinct(shape, rng, spacing=0.01)
+    u = rng.random(shape)
+    x[u < p_neg_inf] = -np.inf
+    x[(u >= p_neg_inf) & (u < p_neg_inf + p_nan)] = np.nan
+    return x
+
+
+def routed_gradient(idx, g, x_shape):
+    """dx of max pooling from its flat indices: each g[n, c, i, j] goes to pixel idx[n, c, i, j]."""
+    dx = np.zeros(x_shape)
+    W = x_shape[3]
+    for n, c, i, j in np.ndindex(*idx.shape):
+        if idx[n, c, i, j] >= 0:
+            dx[(n, c) + divmod(int(idx[n, c, i, j]), W)] += g[n, c, i, j]
+    return dx
+
+
+mixed_cases = dict(cfg=pool_configs(), seed=st.integers(0, 2 ** 16), p_nan=st.sampled_from([0.0, 0.05, 0.2]),
+                   p_neg_inf=st.sampled_from([0.2, 0.5, 0.8]))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(**mixed_cases)
+def test_max_pool_with_nan_and_minus_inf_matches_the_definition(xp, cfg, seed, p_nan, p_neg_inf):
+    x = mixed_values(cfg["shape"], seed, p_nan, p_neg_inf)
+    args = (cfg["kernel"], cfg["stride"], cfg["padding"], cfg["dilation"])
+    y_ref, idx_ref = naive_max_pool(x, *args)
+    assume((idx_ref >= 0).all())
+    for layout in (lambda a: a, channels_last):
+        xt = minicnn.tensor(xp.asarray(layout(x)), requires_grad=True)
+        y, idx = F.max_pool2d(xt, *args, return_indices=True)
+        np.testing.assert_array_equal(np_(y), y_ref)          # NaN == NaN here
+        np.testing.assert_array_equal(np_(idx), idx_ref)
+        g = np.random.default_rng(seed + 1).standard_normal(y.shape)
+        y.backward(xp.asarray(g))
+        np.testing.assert_allclose(np_(xt.grad), routed_gradient(idx_ref, g, x.shape), rtol=1e-12, atol=0)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(**mixed_cases)
+def test_max_pool_with_nan_and_minus_inf_matches_torch(torch, cfg, seed, p_nan, p_neg_inf):
+    x = mixed_values(cfg["shape"], seed, p_nan, p_neg_inf)
+    assume((naive_max_pool(x, cfg["kernel"], cfg["stride"], cfg["padding"], cfg["dilation"])[1] >= 0).all())
+    torch_cfg = dict(kernel_size=cfg["kernel"], stride=cfg["stride"], padding=cfg["padding"],
+                     dilation=cfg["dilation"])
+    assert_max_pool_matches_torch(torch, x, torch_cfg, seed=seed + 1)

@@ -273,3 +273,24 @@ def test_parallel_chunks_called_from_two_threads_at_once_makes_one_pool(monkeypa
     finally:
         for pool in made:
             pool.shutdown(wait=True)
+
+
+@settings(max_examples=20, deadline=None)
+@given(shape=st.lists(st.integers(0, 6), min_size=0, max_size=4), threads=st.integers(1, 3),
+       transposed=st.booleans())
+def test_parallel_copy_is_np_copyto(shape, threads, transposed):
+    src = np.arange(int(np.prod(shape)), dtype=np.float32).reshape(shape)
+    if transposed:                                     # a strided, non-contiguous source (like a window view)
+        src = src.T
+    want = np.empty(src.shape, dtype=np.float32)
+    np.copyto(want, src)
+    old = speed.cpu_threads
+    speed.cpu_threads = lambda: threads
+    try:
+        dst = np.empty(src.shape, dtype=np.float32)
+        assert speed.parallel_copy(dst, src) is dst
+    finally:
+        speed.cpu_threads = old
+    np.testing.assert_array_equal(dst, want)
+    with pytest.raises(ValueError, match="parallel_copy: dst has shape"):
+        speed.parallel_copy(np.empty((2, 3)), np.empty((3, 2)))

@@ -86,9 +86,11 @@ def add_parser(sub):
     d.add_argument("--data", default=None, help="CIFAR-10 location, as for minicnn train (default: searched for)")
     d.add_argument("--lr", type=learning_rate, default=None,
                    help="learning rate of the recipe (default: minicnn train's for the model)")
-    d.add_argument("--batch-size", type=positive_int, default=128, help="batch size of the recipe")
-    d.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd", help="optimizer of the recipe")
-    d.add_argument("--momentum", type=non_negative, default=0.9, help="SGD momentum")
+    d.add_argument("--batch-size", type=positive_int, default=None,
+                   help="batch size of the recipe (default: minicnn train's, 128 for the standard recipe)")
+    d.add_argument("--optimizer", choices=["sgd", "adam"], default=None,
+                   help="optimizer of the recipe (default: minicnn train's, sgd)")
+    d.add_argument("--momentum", type=non_negative, default=None, help="SGD momentum (default: minicnn train's)")
     d.add_argument("--weight-decay", type=non_negative, default=None,
                    help="weight decay on conv/linear weights (default: minicnn train's for the model)")
     aug = d.add_mutually_exclusive_group()
@@ -168,7 +170,7 @@ def _datasets(args):
     return train, test, where
 
 
-def _loaders(args, train, test, with_normalize):
+def _loaders(args, batch_size, train, test, with_normalize):
     """The minicnn train pipeline on a random subset: (train_loader, test_loader)."""
     import numpy as np
 
@@ -185,7 +187,7 @@ def _loaders(args, train, test, with_normalize):
     if with_normalize:
         mean, std = channel_stats(sub)
         steps.append(Normalize(mean, std))
-    loader = DataLoader(sub, batch_size=args.batch_size, shuffle=True, transform=Compose(steps),
+    loader = DataLoader(sub, batch_size=batch_size, shuffle=True, transform=Compose(steps),
                         seed=args.seed, device=args.device, prefetch=False)
     test_loader = None
     if test is not None:
@@ -194,24 +196,49 @@ def _loaders(args, train, test, with_normalize):
     return loader, test_loader
 
 
-def _optimizer_factory(args, lr, weight_decay):
-    from .. import optim
+RECIPE_FIELDS = ("recipe", "batch_size", "optimizer", "lr", "momentum", "nesterov", "weight_decay", "bias_lr_scale",
+                 "schedule", "epochs")
 
-    def factory(params):
-        decay = [p for p in params if p.ndim > 1]          # as minicnn train: no decay on biases and BN
-        rest = [p for p in params if p.ndim <= 1]
-        groups = [g for g in ({"params": decay, "weight_decay": weight_decay},
-                              {"params": rest, "weight_decay": 0.0}) if g["params"]]
-        if args.optimizer == "adam":
-            return optim.Adam(groups, lr=lr)
-        return optim.SGD(groups, lr=lr, momentum=args.momentum)
-    return factory
+
+def _recipe(args, arch, trained_with=None):
+    """The completed ``minicnn train`` configuration for ``arch``: the doctor's options first, then what a
+    checkpoint was trained with (``trained_with``, its saved config), then minicnn train's defaults."""
+    from ..errors import TrainingError
+    from ..train import TrainConfig, complete_config
+
+    given = dict(batch_size=args.batch_size, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    saved = {k: v for k, v in (trained_with or {}).items() if k in RECIPE_FIELDS and v is not None}
+    fields = dict(saved, **{k: v for k, v in given.items() if v is not None})
+    fields["optimizer"] = args.optimizer if args.optimizer is not None else saved.get("optimizer", "sgd")
+    try:
+        return complete_config(TrainConfig(model=arch, **fields))
+    except (TrainingError, TypeError) as e:
+        raise CLIError(f"the recipe of {arch}: {e}") from None
+
+
+def _optimizer_factory(cfg):
+    """``model -> optimizer``: minicnn train's optimizer for ``cfg`` (groups, weight decay, nesterov)."""
+    from ..train import build_optimizer
+
+    return lambda model: build_optimizer(model, cfg)
+
+
+def _start_lr(cfg, model, steps_per_epoch):
+    """The rate minicnn train's schedule for ``cfg`` starts from (a one-cycle warm-up's first rate, else lr)."""
+    import copy
+
+    from ..train import build_optimizer, build_scheduler
+
+    optimizer = build_optimizer(copy.deepcopy(model), cfg)
+    build_scheduler(optimizer, cfg, max(1, steps_per_epoch))
+    return float(optimizer.param_groups[0]["lr"])
 
 
 def cmd_doctor(args):
+    import json
+
     from ..doctor import CHECKS, Settings, examine
     from ..models import get_model
-    from ..train import defaults_for
 
     check_device(args.device)
     if args.out:
@@ -223,12 +250,14 @@ def cmd_doctor(args):
         if unknown:
             raise CLIError(f"--checks: unknown check(s) {', '.join(unknown)}; choose from {', '.join(CHECKS)}")
     train, test, where = _datasets(args)
-    arch = args.model
+    arch, trained_with = args.model, None
     if args.checkpoint:
         from ..checkpoint import load_checkpoint
 
         model = _load_checkpoint_model(args.checkpoint, args.device)
-        arch = load_checkpoint(args.checkpoint)["model_name"]
+        ckpt = load_checkpoint(args.checkpoint)
+        arch = ckpt["model_name"]
+        trained_with = json.loads(str(ckpt.get("config") or "{}"))
         name = f"{args.checkpoint} ({arch})"
     else:
         from ..nn import init as nn_init
@@ -236,15 +265,17 @@ def cmd_doctor(args):
         nn_init.manual_seed(args.seed)     # the same --seed gives the same initial weights, hence the same report
         model = get_model(args.model, num_classes=len(train.classes)).to(args.device)
         name = args.model
-    defaults = defaults_for(arch)
-    lr = args.lr if args.lr is not None else defaults["lr"]
-    wd = args.weight_decay if args.weight_decay is not None else defaults["weight_decay"]
-    loader, test_loader = _loaders(args, train, test, with_normalize=not args.checkpoint)
+    cfg = _recipe(args, arch, trained_with)
+    loader, test_loader = _loaders(args, cfg.batch_size, train, test, with_normalize=not args.checkpoint)
     settings = Settings(seed=args.seed, max_samples=max(args.subset, 64))
-    print(f"minicnn doctor: {name} on {where}, {len(loader.dataset)} of {len(train)} training images, "
-          f"batch {args.batch_size}, {args.optimizer} lr {lr:g}, weight decay {wd:g}"
-          f"{', augmented' if args.augment else ''}", flush=True)
-    report = examine(model, loader, _optimizer_factory(args, lr, wd), test_loader=test_loader,
+    optimizer = (f"{cfg.optimizer} lr {cfg.lr:g} ({cfg.schedule} schedule)"
+                 + (f", momentum {cfg.momentum:g}{' (nesterov)' if cfg.nesterov else ''}" if cfg.optimizer == "sgd"
+                    else ""))
+    print(f"minicnn doctor: {name} on {where}, {len(loader.dataset)} of {len(train)} training images; "
+          f"{'the recipe it was trained with' if trained_with else f'the recipe of minicnn train --model {arch}'}: batch {cfg.batch_size}, {optimizer}, "
+          f"weight decay {cfg.weight_decay:g}{', augmented' if args.augment else ''}", flush=True)
+    start_lr = _start_lr(cfg, model, len(train) // cfg.batch_size)
+    report = examine(model, loader, _optimizer_factory(cfg), start_lr=start_lr, test_loader=test_loader,
                      train_size=len(train), augment=args.augment, checks=checks, settings=settings,
                      out=args.out, log=lambda line: print(line, flush=True))
     print()

@@ -225,6 +225,8 @@ def cmd_gradcheck(args):
         for c in report.checks:
             what = f"{name}.{c.name}" if c.kind == "parameter" else f"{name} {c.name}"
             rows.append(("ok" if c.passed else "FAIL", what))
+        if not report.passed and all(c.passed for c in report.checks):   # e.g. the upstream gradient written
+            rows.append(("FAIL", f"{name}: {report.errors[0].split(':')[0]}"))
     failed = sum(status != "ok" for status, _ in rows)
     print("\nsummary (each input and parameter checked):")
     for status, what in rows:

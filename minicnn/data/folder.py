@@ -25,7 +25,6 @@ import warnings
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
-from PIL import Image
 
 from .dataset import ArrayDataset, DatasetError
 
@@ -103,6 +102,8 @@ def _scan(root):
 # Decoding (runs in worker processes for large trees)
 # --------------------------------------------------------------------------
 def _decode_one(path):
+    from PIL import Image     # here, not at import: array-only use of minicnn.data needs no Pillow
+
     try:
         with Image.open(path) as im:
             return np.asarray(im.convert("RGB"), dtype=np.uint8)

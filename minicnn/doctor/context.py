@@ -43,7 +43,8 @@ class Settings:
     overfit_samples, overfit_steps: the batch to overfit and the step budget.
     lr_steps, lr_min, lr_max, lr_stop_factor, lr_batch: the range test
         (exponential lr from lr_min to lr_max over lr_steps steps of lr_batch
-        samples, stopped when the smoothed loss exceeds lr_stop_factor x its minimum).
+        samples, stopped when the smoothed loss exceeds lr_stop_factor x its minimum);
+        lr_batch None (the default) is the recipe's batch size, as training uses.
     seed: seeds every random draw of the checks.
     """
 
@@ -61,7 +62,7 @@ class Settings:
     lr_min: float = 1e-5
     lr_max: float = 10.0
     lr_stop_factor: float = 4.0
-    lr_batch: int = 32
+    lr_batch: int = None
     seed: int = 0
 
 
@@ -81,7 +82,8 @@ class Context:
     """The model, the data read from the loader, and the recipe, as the checks see them."""
 
     def __init__(self, model, train_loader, optimizer_factory=None, lr=None, loss_fn=None, test_loader=None,
-                 num_classes=None, train_size=None, batch_size=None, augment=None, settings=None, out=None):
+                 num_classes=None, train_size=None, batch_size=None, augment=None, settings=None, out=None,
+                 start_lr=None):
         if not isinstance(model, nn.Module):
             raise TypeError(f"examine: model must be a minicnn nn.Module, got {type(model).__name__}")
         self.model = model
@@ -105,8 +107,10 @@ class Context:
         self.train_size = train_size if train_size is not None else self._dataset_len(train_loader)
         probe = self.optimizer(self.copy())
         self.lr = float(probe.param_groups[0]["lr"])
+        self.start_lr = self.lr if start_lr is None else min(float(start_lr), self.lr)   # a warm-up's first rate
         self.weight_decay = max(float(g.get("weight_decay", 0) or 0) for g in probe.param_groups)
         self.num_classes = num_classes or self._count_classes()
+        self.results = []          # the results of the checks run so far (``examine`` appends to it)
 
     # ---- data ------------------------------------------------------------
     def _read_batches(self, loader, batch_size):

@@ -51,7 +51,7 @@ CHECKS = {
 
 def examine(model, train_loader, optimizer_factory=None, *, lr=None, loss_fn=None, test_loader=None,
             num_classes=None, train_size=None, batch_size=None, augment=None, checks=None, settings=None,
-            out=None, log=None):
+            out=None, log=None, start_lr=None):
     """Run the doctor's checks on ``model`` and its recipe; returns a ``Report``.
 
     Args:
@@ -68,6 +68,9 @@ def examine(model, train_loader, optimizer_factory=None, *, lr=None, loss_fn=Non
             Default: SGD with momentum 0.9 at ``lr`` (0.01 if not given). Its
             first group's ``lr`` is the "chosen" rate.
         lr: the learning rate of the default optimizer.
+        start_lr: the rate the recipe's schedule starts from, when it warms up
+            to the optimizer's ``lr`` (a one-cycle schedule's first rate);
+            default: the optimizer's ``lr`` (a constant or step schedule).
         loss_fn: ``(logits, labels) -> scalar Tensor``; default ``F.cross_entropy``.
         test_loader: optional; a sample of it is checked for exact duplicates
             of training images.
@@ -94,7 +97,7 @@ def examine(model, train_loader, optimizer_factory=None, *, lr=None, loss_fn=Non
             os.makedirs(out, exist_ok=True)
         ctx = Context(model, train_loader, optimizer_factory, lr=lr, loss_fn=loss_fn, test_loader=test_loader,
                       num_classes=num_classes, train_size=train_size, batch_size=batch_size, augment=augment,
-                      settings=settings, out=out)
+                      settings=settings, out=out, start_lr=start_lr)
         results = []
         for name in names:
             np.random.seed(settings.seed)
@@ -108,6 +111,7 @@ def examine(model, train_loader, optimizer_factory=None, *, lr=None, loss_fn=Non
                                      "run the model on one batch by hand and read the error")
             result.details["seconds"] = round(time.perf_counter() - t0, 3)
             results.append(result)
+            ctx.results.append(result)
             if log is not None:
                 log(result.line())
     finally:

@@ -11,8 +11,15 @@ back onto the pixels it was read from::
 
     dW2 = G_y.T @ cols        dcols = G_y @ W2;   dx = col2im(dcols)
 
-``Conv2d`` below is exactly that; the definition it is tested against is
-the loop in ``minicnn.reference.conv2d``. The window geometry and the
+``Conv2d`` below is exactly that, with one named step: dx is computed by
+``col2im_of_product(G_y, W2)``, whose contract is ``col2im(G_y @ W2)``.
+On the GPU it is those two calls (cuBLAS, then the col2im kernel). On the
+CPU it runs col2im's own loop over the KH*KW kernel taps (``add_tap``,
+the loop inside ``col2im``) and computes each tap's block of dcols just
+before adding it, so the (M, KH*KW*C_in) dcols is never stored (less
+memory, about 3x faster); ``col2im`` itself is not called there.
+tests/test_conv.py checks that it equals ``col2im(G_y @ W2)``. The
+definition it is all tested against is the loop in ``minicnn.reference.conv2d``. The window geometry and the
 strided views live in ``windows.py`` (read its note on channels-last
 memory: ``Y`` rows are (pixel, channel), so y is a free view of them).
 Products go through ``speed.matmul``/``speed.matmul_t`` (the same as ``@``,
@@ -24,7 +31,7 @@ import numpy as np
 
 from ..autograd import Function
 from ..backend import get_array_module, raw
-from ..speed import column_sums, matmul, matmul_t, parallel_chunks
+from ..speed import column_sums, matmul, matmul_t, parallel_copy
 from ..utils import pair
 from .windows import (add_tap, channels_last, check_4d, conv_output_size, from_channels_last, gpu_kernels,
                       output_hw, padded_channels_last, sum_windows, window_args, window_view)
@@ -61,10 +68,12 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
 
     How, without a loop over pixels: ``windows.window_view`` builds a
     (N, OH, OW, KH, KW, C) strided *view* of the (padded, channels-last)
-    input, where neighbouring windows overlap in memory; the one
-    ``reshape`` to 2-D is the only copy. When no copy is needed (a 1x1
-    kernel with stride 1 on channels-last memory) the result is a view of
-    x: treat cols as read-only.
+    input, where neighbouring windows overlap in memory. That view is
+    copied once into a new (N, OH, OW, KH, KW, C) array,
+    ``speed.parallel_copy`` (the same as ``np.copyto``, each core copying
+    its own images), and the ``reshape`` of that contiguous array to 2-D
+    is free. When no copy is needed (a 1x1 kernel with stride 1 on
+    channels-last memory) the result is a view of x: treat cols as read-only.
     """
     x = raw(x)
     check_4d(x, "im2col")
@@ -76,9 +85,8 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
     windows = window_view(padded_channels_last(x, padding), kernel, (OH, OW), stride, dilation)
     if windows.shape[3:5] == (1, 1) and windows[:, :, :, 0, 0, :].flags.c_contiguous:
         return windows.reshape(N * OH * OW, C)     # a 1x1 stride-1 kernel: cols is x itself
-    cols = np.empty(windows.shape, dtype=x.dtype)  # the one copy, each core copying its images
-    parallel_chunks(N, lambda lo, hi: np.copyto(cols[lo:hi], windows[lo:hi]))
-    return cols.reshape(N * OH * OW, kernel[0] * kernel[1] * C)
+    cols = parallel_copy(np.empty(windows.shape, dtype=x.dtype), windows)   # the one copy: np.copyto
+    return cols.reshape(N * OH * OW, kernel[0] * kernel[1] * C)                # free: cols is contiguous
 
 
 def col2im(cols, x_shape, kernel_size, stride=1, padding=0, dilation=1):
@@ -186,13 +194,16 @@ class Conv2d(Function):
                    dcols = G_y @ W2            (M, K);   dx = col2im(dcols)
                    db    = sum of G_y over its M rows
 
+    (dx is ``col2im_of_product(G_y, W2)``, the same as ``col2im(G_y @ W2)``,
+    which on the CPU adds dcols tap by tap without storing it.)
+
     Inputs whose ``needs_input_grad`` is False get no gradient computed (the
     first layer's dx, frozen weights), and what only they need is not kept.
     """
 
-    def forward(self, x, weight, bias, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1):
+    def forward(self, x, weight, bias, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1, out_hw=None):
         N, C_out, (KH, KW) = x.shape[0], weight.shape[0], weight.shape[2:]
-        OH, OW = output_hw("conv2d", x.shape, (KH, KW), stride, padding, dilation)
+        OH, OW = out_hw or output_hw("conv2d", x.shape, (KH, KW), stride, padding, dilation)
         self.settings = dict(kernel_size=(KH, KW), stride=stride, padding=padding, dilation=dilation)
         self.x_shape, self.w_shape, self.groups = x.shape, weight.shape, groups
 
@@ -209,7 +220,7 @@ class Conv2d(Function):
         G_y = channels_last(g).reshape(-1, g.shape[1])                      # (M, C_out)
         G_grp = split_groups(G_y, self.groups)                              # (G, M, C_out/G)
         dx = dw = db = None
-        if self.needs_input_grad[0]:     # dcols = G_y @ W2;  dx = col2im(dcols)
+        if self.needs_input_grad[0]:     # dx = col2im(G_y @ W2), tap by tap on the CPU
             dx = col2im_of_product(G_grp, self.W2, self.x_shape, **self.settings)
         if self.needs_input_grad[1]:     # dW2 = G_y.T @ cols
             dw = weight_from_matrix(matmul_t(G_grp, self.cols), self.w_shape)
@@ -258,8 +269,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     padding = pair(padding, "padding", "conv2d", minimum=0)
     dilation = pair(dilation, "dilation", "conv2d")
     check_conv_args("conv2d", x, weight, bias, groups, weight_in_axis=1)
-    output_hw("conv2d", x.shape, weight.shape[2:], stride, padding, dilation)
-    return Conv2d.apply(x, weight, bias, stride=stride, padding=padding, dilation=dilation, groups=int(groups))
+    out_hw = output_hw("conv2d", x.shape, weight.shape[2:], stride, padding, dilation)   # a clear error if too small
+    return Conv2d.apply(x, weight, bias, stride=stride, padding=padding, dilation=dilation, groups=int(groups),
+                        out_hw=out_hw)
 
 
 # --------------------------------------------------------------------------
@@ -288,10 +300,3 @@ def col2im_of_product(a, b, x_shape, kernel_size, stride=(1, 1), padding=(0, 0),
         add_tap(dx, dcols_k, divmod(k, kernel[1]), stride, padding, dilation)
     return from_channels_last(dx)
 
-
-def __getattr__(name):
-    """``conv_transpose2d`` moved to ``conv_transpose.py``; the old import path still works."""
-    if name in ("conv_transpose2d", "ConvTranspose2d"):
-        from . import conv_transpose
-        return getattr(conv_transpose, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

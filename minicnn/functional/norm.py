@@ -1,4 +1,6 @@
 """Batch normalization: ``batch_norm`` for (N, C) and (N, C, H, W) (any (N, C, *) in fact)."""
+import numbers
+
 from ..autograd import Function, Tensor
 from ..backend import get_array_module
 from ..speed import affine_rows, column_dot_centred, column_mean_var, column_sums
@@ -152,13 +154,21 @@ def check_batch_norm_args(x, running_mean, running_var, weight, bias, training, 
     for name, p in (("weight", weight), ("bias", bias)):
         if p is not None and tuple(p.shape) != (C,):
             raise ValueError(f"{fn}: {name} must have shape ({C},) for input {tuple(x.shape)}, got {tuple(p.shape)}")
-    if training:
-        m = x.size // C
-        if m <= 1:
-            raise ValueError(f"{fn}: training needs more than 1 value per channel, got input shape "
-                             f"{tuple(x.shape)}; use a larger batch or eval mode")
-    if not 0.0 <= momentum <= 1.0:
-        raise ValueError(f"{fn}: momentum must be in [0, 1], got {momentum}")
-    if eps <= 0:
-        raise ValueError(f"{fn}: eps must be positive, got {eps}")
+    if training and x.size // C <= 1:
+        raise ValueError(f"{fn}: training needs more than one value per channel to compute a batch variance, "
+                         f"got input of shape {tuple(x.shape)}; use a batch of at least 2, or eval mode "
+                         f"(.eval() on a layer) to use the running statistics")
+    check_batch_norm_settings(fn, momentum, eps)
     return stats
+
+
+def check_batch_norm_settings(fn, momentum, eps):
+    """Raise a ValueError naming ``fn`` unless momentum is a number in [0, 1] and eps a positive number.
+
+    The one check of both, for ``batch_norm`` on every call and for the
+    ``nn.BatchNorm`` layers when they are built.
+    """
+    if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"{fn}: momentum must be in [0, 1] (the weight of a new batch), got {momentum!r}")
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0.0 < eps < float("inf"):
+        raise ValueError(f"{fn}: eps must be a positive number, got {eps!r}")

@@ -80,13 +80,13 @@ class MaxPool2d(Function):
         for k in range(1, len(taps)):
             assign_increasing(at, offsets[k], taps[k] > y)     # at[tap k > y] = offsets[k]: ties keep the first
             np.maximum(y, taps[k], out=y)                  # (a NaN propagates into y, not into at)
-        low = y.min(initial=0.0)                           # NaN or -inf if some window has one
-        if np.isnan(low):                                  # a window with a NaN: its last NaN wins
+        special = not np.isfinite(y.min(initial=0.0))     # some window holds a NaN or is all -inf
+        if special:                                        # a window with a NaN: its last NaN wins
             has_nan = np.isnan(y)
             for k, tap in enumerate(taps):
                 np.copyto(at, offsets[k], where=has_nan & np.isnan(tap))
         idx = origin + at                                  # flat index h*W + w of the maximum
-        if low == -np.inf:                                 # all real inputs -inf: the first real one
+        if special:                                        # all real inputs -inf: the first real one
             np.copyto(idx, first_real_input(self.geometry, out_hw), where=y == -np.inf)
         self.indices = from_channels_last(idx)             # (N, C, OH, OW), as on the GPU
         y = from_channels_last(y)

@@ -28,20 +28,11 @@ array's own strides.
 import numpy as np
 
 from ..backend import get_array_module
+from ..reference import output_size as conv_output_size   # floor((in + 2p - d(k-1) - 1) / s) + 1, written once
 from ..speed import parallel_chunks
 from ..utils import pair
 
 __all__ = ["conv_output_size"]
-
-
-def conv_output_size(in_size, kernel_size, stride=1, padding=0, dilation=1):
-    """Output length of a convolution (or pooling) along one axis.
-
-    ``floor((in + 2*padding - dilation*(kernel - 1) - 1) / stride) + 1``: the
-    number of positions a window of effective size ``dilation*(kernel-1)+1``
-    takes, moving by ``stride``, inside the padded input.
-    """
-    return (in_size + 2 * padding - dilation * (kernel_size - 1) - 1) // stride + 1
 
 
 def check_4d(x, fn, name="input"):

@@ -12,6 +12,7 @@ from collections import OrderedDict
 import numpy as np
 
 from .. import functional as F
+from ..functional.norm import check_batch_norm_settings
 from ..backend import default_dtype
 from ..utils import pair
 from . import init
@@ -386,10 +387,7 @@ class _BatchNorm(Module):
         super().__init__()
         name = type(self).__name__
         self.num_features = _positive_int(num_features, "num_features", name)
-        if not (isinstance(eps, (int, float)) and eps > 0):
-            raise ValueError(f"{name}: eps must be a positive number, got {eps!r}")
-        if not (isinstance(momentum, (int, float)) and 0 <= momentum <= 1):
-            raise ValueError(f"{name}: momentum must be a number in [0, 1], got {momentum!r}")
+        check_batch_norm_settings(name, momentum, eps)
         self.eps = eps
         self.momentum = momentum
         self.affine = bool(affine)
@@ -419,22 +417,16 @@ class _BatchNorm(Module):
             init.ones_(self.weight)
             init.zeros_(self.bias)
 
-    def _check(self, x):
-        name = type(self).__name__
+    def forward(self, x):
+        """``F.batch_norm`` in the layer's mode, after the layer's own check (x's rank and C; the op checks the rest)."""
         if x.ndim not in self._ndims or x.shape[1] != self.num_features:
-            raise ValueError(f"{name}({self.num_features}): expected input of shape {self._expected} "
+            raise ValueError(f"{type(self).__name__}({self.num_features}): expected input of shape {self._expected} "
                              f"with C = {self.num_features}, got {tuple(x.shape)}")
-        per_channel = int(np.prod(x.shape)) // self.num_features
-        if self.training and per_channel < 2:
-            raise ValueError(f"{name}: training needs more than one value per channel to compute a "
-                             f"batch variance, got input of shape {tuple(x.shape)}; use a batch of at "
-                             f"least 2, or call .eval() to use the running statistics")
-
-    def _normalize(self, x4):
-        # Batch statistics in training mode, or always when no running statistics are kept.
-        use_batch = self.training or self.running_mean is None
-        return F.batch_norm(x4, self.running_mean, self.running_var, self.weight, self.bias,
-                            use_batch, momentum=self.momentum, eps=self.eps)
+        use_batch = self.training or self.running_mean is None   # batch statistics, or when no running ones are kept
+        x4 = F.reshape(x, x.shape + (1,)) if x.ndim == 3 else x    # (N, C, L) is an image of height L and width 1
+        y = F.batch_norm(x4, self.running_mean, self.running_var, self.weight, self.bias, use_batch,
+                         momentum=self.momentum, eps=self.eps)
+        return F.reshape(y, x.shape) if x.ndim == 3 else y
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
@@ -449,15 +441,6 @@ class BatchNorm1d(_BatchNorm):
 
     _ndims = (2, 3)
     _expected = "(N, C) or (N, C, L)"
-
-    def forward(self, x):
-        self._check(x)
-        if x.ndim == 2:
-            return self._normalize(x)
-        n, c, length = x.shape
-        # (N, C, L) is an image of height L and width 1: reuse the 4-D op.
-        y = self._normalize(F.reshape(x, (n, c, length, 1)))
-        return F.reshape(y, (n, c, length))
 
 
 class BatchNorm2d(_BatchNorm):
@@ -474,10 +457,6 @@ class BatchNorm2d(_BatchNorm):
 
     _ndims = (4,)
     _expected = "(N, C, H, W)"
-
-    def forward(self, x):
-        self._check(x)
-        return self._normalize(x)
 
 
 # --------------------------------------------------------- regularization
