@@ -46,7 +46,8 @@ import numpy as np
 
 from ..autograd import Tensor, enable_grad
 from ..backend import get_array_module, to_device
-from ._common import bounds_of, frozen, images_of, logits_of, per_image_norms
+from ..analysis import analysis_mode, as_images, bounds_of
+from ._common import logits_of, per_image_norms
 
 __all__ = ["deepfool"]
 
@@ -79,7 +80,7 @@ def deepfool_with_info(model, x, steps=50, overshoot=0.02, bounds=(0, 1), candid
     ``fooled[n]`` is the model's own verdict on the returned batch: its
     argmax for ``x_adv[n]`` differs from its argmax for ``x[n]``.
     The guard (eval mode, frozen parameters) is the caller's: ``deepfool`` and
-    ``universal_perturbation`` wrap this in ``frozen(model)``.
+    ``universal_perturbation`` wrap this in ``analysis_mode(model)``.
     """
     xp = get_array_module(x)
     lo, hi = bounds_of(bounds, x)
@@ -142,11 +143,11 @@ def deepfool(model, x, steps=50, overshoot=0.02, bounds=(0, 1), candidates=10):
     Images the attack does not fool within ``steps`` come back with the
     perturbation reached so far.
     """
-    x = images_of(x)
+    x = as_images(x, bounds=bounds, spatial=False)
     if not isinstance(steps, (int, np.integer)) or steps < 0:
         raise ValueError(f"steps: expected an integer >= 0, got {steps!r}")
     if not np.isfinite(overshoot) or overshoot < 0:
         raise ValueError(f"overshoot: expected a number >= 0, got {overshoot!r}")
-    with frozen(model):
+    with analysis_mode(model):
         x_adv, _, _ = deepfool_with_info(model, x, steps, overshoot, bounds, candidates)
     return x_adv

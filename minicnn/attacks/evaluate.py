@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..backend import get_array_module, to_device
-from ._common import batched, bounds_of, eps_of, frozen, images_of, labels_of, logits_of, num_classes_of, \
+from ..analysis import analysis_mode, as_images
+from ._common import batched, eps_of, labels_of, logits_of, num_classes_of, \
     per_image_norms
 from .deepfool import deepfool
 from .gradient_attacks import fgsm, pgd
@@ -139,8 +140,7 @@ def evaluate(model, attack, images, labels, epsilons=(8 / 255,), batch_size=100,
         seed: passed to the named random attacks (batch b gets seed + b).
         keep_images: keep the adversarial images (NumPy) in ``report.adversarial[eps]``.
     """
-    x = images_of(images, "images")
-    bounds_of(bounds, x, name="images")
+    x = as_images(images, name="images", bounds=bounds, spatial=False)
     n = x.shape[0]
     named = {deepfool: "deepfool", one_pixel: "one-pixel", minimal_perturbation: "minimal"}
     if not isinstance(attack, str) and attack in named:     # functions without an eps: use their named form
@@ -156,7 +156,7 @@ def evaluate(model, attack, images, labels, epsilons=(8 / 255,), batch_size=100,
     eps_list = [None] if epsilons is None else [eps_of(e) for e in np.atleast_1d(np.asarray(epsilons, dtype=float))]
     slices = batched(n, batch_size)
     start = time.perf_counter()
-    with frozen(model):
+    with analysis_mode(model):
         logits = logits_of(model, x, batch_size)
         y = labels_of(labels, n, num_classes_of(logits), "labels")
         clean_ok = np.asarray(to_device(logits.argmax(axis=1), "cpu")) == y
@@ -175,10 +175,10 @@ def evaluate(model, attack, images, labels, epsilons=(8 / 255,), batch_size=100,
                 x_adv = attack(model, xb, yb)
             else:
                 x_adv = attack(model, xb, yb, eps)
-            x_adv = images_of(x_adv, "the attack's result")
+            x_adv = as_images(x_adv, name="the attack's result", bounds=bounds, spatial=False)
             if x_adv.shape != xb.shape:
                 raise ValueError(f"attack: returned images of shape {tuple(x_adv.shape)}, expected {tuple(xb.shape)}")
-            with frozen(model):
+            with analysis_mode(model):
                 pred = np.asarray(to_device(logits_of(model, x_adv).argmax(axis=1), "cpu"))
             adv_ok[s] = pred == y[s]
             d = x_adv.astype(np.float64) - xb.astype(np.float64)

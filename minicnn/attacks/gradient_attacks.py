@@ -28,12 +28,13 @@ Kurakin et al. Targeted attacks descend the loss of the target class
 instead of ascending the loss of the true class.
 
 The model is run in eval mode with its parameters frozen and is left as it
-was found (see ``_common.frozen``).
+was found (see ``minicnn.analysis.analysis_mode``).
 """
 import numpy as np
 
 from ..backend import device_of, get_array_module, to_device
-from ._common import bounds_of, eps_of, frozen, images_of, loss_gradient, norm_of, per_image_norms, project
+from ..analysis import analysis_mode, as_images, bounds_of
+from ._common import eps_of, loss_gradient, norm_of, per_image_norms, project
 
 __all__ = ["fgsm", "pgd", "adversarial_examples"]
 
@@ -61,10 +62,10 @@ def fgsm(model, x, y, eps, targeted=False, bounds=(0, 1)):
         x_adv, an array like x (same shape, dtype and device) with
         ``|x_adv - x| <= eps`` everywhere and ``lower <= x_adv <= upper``.
     """
-    x = images_of(x)
+    x = as_images(x, bounds=bounds, spatial=False)
     eps = eps_of(eps)
     lo, hi = bounds_of(bounds, x)
-    with frozen(model):
+    with analysis_mode(model):
         direction, _ = _signed_gradient(model, x, y, targeted, "y")
     return project(x, x + x.dtype.type(eps) * _sign(direction), eps, "inf", lo, hi)
 
@@ -120,14 +121,14 @@ def pgd(model, x, y, eps, alpha=None, steps=10, norm="inf", random_start=True, t
         x_adv like x, with ``||x_adv - x|| <= eps`` in ``norm`` per image and inside ``bounds``.
         The last iterate is returned (as in Madry et al.).
     """
-    x = images_of(x)
+    x = as_images(x, bounds=bounds, spatial=False)
     eps = eps_of(eps)
     norm = norm_of(norm)
     lo, hi = bounds_of(bounds, x)
     if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"steps: expected an integer >= 1, got {steps!r}")
     alpha = 2.5 * eps / steps if alpha is None else eps_of(alpha, "alpha")
-    with frozen(model):
+    with analysis_mode(model):
         x_adv = x.copy()
         if random_start and eps > 0:
             x_adv = project(x, x + random_start_point(x, eps, norm, seed), eps, norm, lo, hi)

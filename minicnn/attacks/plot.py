@@ -60,9 +60,10 @@ def _save(fig, path):
 
 def _predict(model, x):
     """(class indices, probabilities of them) for a batch, NumPy."""
-    from ._common import frozen, logits_of
+    from ..analysis import analysis_mode
+    from ._common import logits_of
 
-    with frozen(model):
+    with analysis_mode(model):
         z = _np(logits_of(model, x))
     p = np.exp(z - z.max(axis=1, keepdims=True))
     p /= p.sum(axis=1, keepdims=True)

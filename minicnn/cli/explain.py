@@ -151,12 +151,12 @@ def list_layers(model, channels):
     from ..autograd import Tensor, no_grad
     from ..backend import to_device
     from ..explain import layer_geometry
-    from ..explain._common import analysis_mode, capture, model_dtype_device
+    from ..analysis import analysis_mode, capture, model_device_dtype
 
     shape = (1, channels) + INPUT_SIZE
     named = [(n, m) for n, m in model.named_modules() if n]
     geometry = layer_geometry(model, shape)
-    dtype, device = model_dtype_device(model)
+    device, dtype = model_device_dtype(model)
     with analysis_mode(model), no_grad(), capture(dict(named)) as outs:
         model(Tensor(to_device(np.zeros(shape, dtype=dtype), device)))
     lines = [f"{'layer':<28} {'type':<18} {'output':<18} receptive field (size / jump)"]

@@ -8,7 +8,8 @@ from ..backend import to_device
 from ..functional import softmax
 from .attribution import deconvnet, gradient, guided_backprop, integrated_gradients, occlusion, saliency, smoothgrad
 from .class_activation import cam, default_cam_layer, grad_cam
-from ._common import analysis_mode, as_batch, on_device_of, resolve_targets
+from ..analysis import analysis_mode, as_images, on_device_of
+from ._common import resolve_targets
 
 __all__ = ["METHODS", "predict", "explain_all"]
 
@@ -19,7 +20,7 @@ METHODS = ("saliency", "gradient", "smoothgrad", "deconvnet", "guided_backprop",
 
 def predict(model, x):
     """(classes (N,), probabilities (N,), all probabilities (N, K)) of the model on x, on the CPU."""
-    data = as_batch(x, model)
+    data = as_images(x, model)
     with analysis_mode(model), no_grad():
         p = softmax(model(Tensor(data)), axis=1).data
     p = to_device(p, "cpu").astype(np.float64)
@@ -41,7 +42,7 @@ def explain_all(model, x, target=None, methods=METHODS, layer=None, samples=25, 
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)} or 'all'")
-    data = as_batch(x, model)
+    data = as_images(x, model)
     side = min(data.shape[2:])
     window = window or max(1, side // 4)
     stride = stride or max(1, side // 8)
