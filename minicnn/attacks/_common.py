@@ -20,7 +20,7 @@ from .. import functional as F
 from ..autograd import Tensor, enable_grad, no_grad
 from ..backend import get_array_module, to_device
 
-__all__ = ["labels_of", "eps_of", "norm_of", "loss_gradient",
+__all__ = ["labels_of", "eps_of", "eps_text", "norm_of", "loss_gradient",
            "logits_of", "project", "per_image_norms", "num_classes_of", "batched"]
 
 
@@ -45,15 +45,35 @@ def labels_of(y, n, num_classes, name="y"):
     return arr.astype(np.int64)
 
 
-def eps_of(eps, name="eps"):
-    """eps as a float >= 0 (numbers and ``fractions.Fraction`` accepted)."""
+def eps_of(eps, name="eps", norm=None, lo=None, hi=None):
+    """eps as a float >= 0 (numbers and ``fractions.Fraction`` accepted).
+
+    Given the attack's ``norm`` and bounds ``lo``, ``hi``: an L-inf budget
+    larger than the pixel range (eps 8 for pixels in [0, 1]) is refused, since
+    its ball holds every image; the message suggests the budget in 255ths
+    that such a number usually means (8/255).
+    """
     try:
         value = float(eps)
     except (TypeError, ValueError):
         raise TypeError(f"{name}: expected a number >= 0, got {eps!r}") from None
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{name}: must be a finite number >= 0, got {eps!r}")
+    if norm == "inf" and lo is not None:
+        span = float(to_device((hi - lo).max(), "cpu"))
+        if value > span:
+            raise ValueError(f"{name}: {value:g} is more than the whole pixel range ({span:g}), so its L-inf "
+                             f"ball holds every image; eps is in pixel units: for {value:g}/255 of the range "
+                             f"pass {name}={value:g}/255 (= {value / 255 * span:.4g})")
     return value
+
+
+def eps_text(eps):
+    """A budget for people: '0.0314 (8/255)' when eps is a whole number of 255ths, else the number."""
+    k = eps * 255
+    if k > 0 and abs(k - round(k)) < 1e-6:
+        return f"{eps:.4f} ({int(round(k))}/255)"
+    return f"{eps:.4g}"
 
 
 def norm_of(norm):

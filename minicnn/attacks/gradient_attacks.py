@@ -54,7 +54,8 @@ def fgsm(model, x, y, eps, targeted=False, bounds=(0, 1)):
         model: maps images in ``bounds`` to logits (N, classes), e.g. from ``minicnn.load_model``.
         x: images (N, C, H, W) (any shape (N, ...)): array or Tensor, inside ``bounds``.
         y: true classes (N,) (or one int for all); the target classes when ``targeted``.
-        eps: L-inf budget in pixel units (8/255 is the usual one for CIFAR-10), >= 0.
+        eps: L-inf budget in pixel units (8/255 is the usual one for CIFAR-10), >= 0 and at most
+            the pixel range (eps 8 for [0, 1] pixels is refused: 8/255 is meant).
         targeted: step *down* the loss of class y (towards it) instead of up the loss of y.
         bounds: (lower, upper) pixel bounds, numbers or arrays broadcastable to one image.
 
@@ -63,8 +64,8 @@ def fgsm(model, x, y, eps, targeted=False, bounds=(0, 1)):
         ``|x_adv - x| <= eps`` everywhere and ``lower <= x_adv <= upper``.
     """
     x = as_images(x, bounds=bounds, spatial=False)
-    eps = eps_of(eps)
     lo, hi = bounds_of(bounds, x)
+    eps = eps_of(eps, norm="inf", lo=lo, hi=hi)
     with analysis_mode(model):
         direction, _ = _signed_gradient(model, x, y, targeted, "y")
     return project(x, x + x.dtype.type(eps) * _sign(direction), eps, "inf", lo, hi)
@@ -122,9 +123,9 @@ def pgd(model, x, y, eps, alpha=None, steps=10, norm="inf", random_start=True, t
         The last iterate is returned (as in Madry et al.).
     """
     x = as_images(x, bounds=bounds, spatial=False)
-    eps = eps_of(eps)
     norm = norm_of(norm)
     lo, hi = bounds_of(bounds, x)
+    eps = eps_of(eps, norm=norm, lo=lo, hi=hi)
     if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"steps: expected an integer >= 1, got {steps!r}")
     alpha = 2.5 * eps / steps if alpha is None else eps_of(alpha, "alpha")

@@ -92,9 +92,9 @@ def universal_perturbation(model, images, eps, norm="inf", max_passes=10, target
         ``UniversalResult`` (perturbation, fooling_rate, held_out_fooling_rate, passes, history).
     """
     x = as_images(images, name="images", bounds=bounds, spatial=False)
-    eps = eps_of(eps)
     norm = norm_of(norm)
     lo, hi = bounds_of(bounds, x)
+    eps = eps_of(eps, norm=norm, lo=lo, hi=hi)
     if not 0 <= float(target_fooling_rate) <= 1:
         raise ValueError(f"target_fooling_rate: expected a number in [0, 1], got {target_fooling_rate!r}")
     if not isinstance(max_passes, (int, np.integer)) or max_passes < 0:
