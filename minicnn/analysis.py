@@ -20,18 +20,19 @@ each written once here:
   message. They move to the model's device; results go back to the images'
   device (``on_device_of``).
 - ``model_device_dtype(model)``: (device, dtype) of the model, in that order.
+- ``predict(model, x)``: the model's classes and probabilities, on the CPU.
 """
 from contextlib import contextmanager
 
 import numpy as np
 
-from .autograd import Tensor, enable_grad
+from .autograd import Tensor, enable_grad, no_grad
 from .backend import as_array, default_dtype, device_of, get_array_module, to_device
-from .functional import relu_backward_rule
+from .functional import relu_backward_rule, softmax
 from .nn import Module
 
 __all__ = ["analysis_mode", "find_layer", "layer_names", "capture", "model_device_dtype", "bounds_of",
-           "as_images", "on_device_of"]
+           "as_images", "predict", "on_device_of"]
 
 
 @contextmanager
@@ -218,6 +219,19 @@ def as_images(x, model=None, name="x", bounds=None, spatial=True):
         raise ValueError(f"{name}: images must lie inside bounds ({_short(lo)}, {_short(hi)}), got values "
                          f"from {float(data.min()):.4g} to {float(data.max()):.4g}; {fix}")
     return data if model is None else to_device(data, model_device_dtype(model)[0])
+
+
+def predict(model, x, bounds=None):
+    """(classes (N,), probabilities (N,), all probabilities (N, K)) of the model on images x, NumPy on the CPU.
+
+    The model's softmax over its logits, in ``analysis_mode``; ``x`` is checked
+    by ``as_images`` (``bounds`` as there).
+    """
+    data = as_images(x, model, bounds=bounds, spatial=False)
+    with analysis_mode(model), no_grad():
+        p = softmax(model(Tensor(data)), axis=1).data
+    p = np.asarray(to_device(p, "cpu"), dtype=np.float64)
+    return p.argmax(1), p.max(1), p
 
 
 def on_device_of(x, result):
