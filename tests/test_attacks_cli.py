@@ -156,3 +156,37 @@ def test_plots_draw_every_figure(tmp_path):
     x1, y1 = _batch(channels=1, n=2)
     fig = plot.examples(one, x1, fgsm(one, x1, y1, 0.05))
     assert len(fig.axes) == 6
+
+
+def test_examples_figure_explains_the_scale_and_circles_a_one_pixel_change():
+    from minicnn.attacks import plot
+
+    model = small_convnet()
+    x, _ = _batch(n=2)
+    x_adv = x.copy()
+    x_adv[0, :, 3, 5] = 1 - x_adv[0, :, 3, 5]                 # one pixel changed in image 0
+    x_adv[1] = (x_adv[1] + 0.02).clip(0, 1)                    # every pixel a little in image 1
+    fig = plot.examples(model, x, x_adv)
+    middle = fig.axes[1]
+    assert middle.get_title().startswith("perturbation d: 0.5 + ") and "grey = unchanged" in middle.get_title()
+    assert "1 px changed" in middle.get_xlabel()
+    rings = [p for p in middle.patches if type(p).__name__ == "Circle"]
+    assert len(rings) == 1 and rings[0].center == (5, 3)       # (column, row) of the changed pixel
+    assert len(fig.axes[2].patches) == 1 and not fig.axes[4].patches   # the adversarial too; none for image 1
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+
+
+def test_universal_figure_has_no_empty_panel():
+    from minicnn.attacks import plot
+
+    model = small_convnet()
+    x, _ = _batch(n=6)
+    res = universal_perturbation(model, x[:3], 8 / 255, max_passes=1)
+    for k in (4, 3, 1):
+        fig = plot.universal(res, model, x[3:3 + k] if k < 4 else x[:4])
+        assert len(fig.axes) == 2 + k + 1                      # v, |v|, its colour bar, k images: nothing empty
+        assert all(ax.images for ax in fig.axes if ax.get_label() != "<colorbar>")
+        assert "eps 0.0314 (8/255), L-inf" in fig.axes[0].get_title()
+        import matplotlib.pyplot as plt
+        plt.close(fig)

@@ -96,13 +96,13 @@ class AttackReport:
     def __str__(self):
         head = (f"attack {self.attack} on {self.n} {self.images}: clean accuracy {100 * self.clean_accuracy:.1f}% "
                 f"({self.time_s:.1f} s)")
-        cols = f"{'eps':>14} {'robust acc':>10} {'success':>8} {'L-inf mean/max':>16} {'L2 mean/max':>14} " \
+        cols = f"{'eps':>16} {'robust acc':>10} {'success':>8} {'L-inf mean/max':>16} {'L2 mean/max':>14} " \
                f"{'L0 mean/max':>13} {'time':>8}"
         lines = [head, cols]
         for r in self.rows:
             eps = "-" if r["eps"] is None else eps_text(r["eps"])
             succ = "-" if r["success_rate"] is None else f"{100 * r['success_rate']:.1f}%"
-            lines.append(f"{eps:>14} {100 * r['robust_accuracy']:>9.1f}% {succ:>8} "
+            lines.append(f"{eps:>16} {100 * r['robust_accuracy']:>9.1f}% {succ:>8} "
                          f"{r['linf_mean']:>7.4f}/{r['linf_max']:<8.4f} {r['l2_mean']:>6.3f}/{r['l2_max']:<7.3f} "
                          f"{r['l0_mean']:>6.1f}/{r['l0_max']:<6.0f} {r['time_s']:>7.2f}s")
         return "\n".join(lines)

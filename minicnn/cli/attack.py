@@ -243,8 +243,12 @@ def run(args):
             adv = rep.adversarial[eps_show]
             x_np = np.asarray(x.get() if hasattr(x, "get") else x)
             shown = _shown(args, y, rep.succeeded[eps_show], k)
+            wins = int(rep.succeeded[eps_show].sum())
+            title = (f"{rep.attack}" + (f", eps {eps_text(eps_show)}" if eps_show is not None else "")
+                     + f": {wins} of {len(x)} images turned from right to wrong"
+                     + ("" if args.index or not wins else ", shown first"))
             plot.examples(model, x_np[shown], adv[shown], labels=y[shown], path=os.path.join(args.out, "examples.png"),
-                          title=f"{rep.attack}" + (f", eps {eps_text(eps_show)}" if eps_show is not None else ""))
+                          title=title)
             out["examples"] = _used(classes, pick[shown], y[shown],
                                     [{"fooled": bool(rep.succeeded[eps_show][i])} for i in shown])
         if uses_eps:
