@@ -116,15 +116,21 @@ def test_occlusion_probability_score_and_batched_windows(lin, monkeypatch):
 
 # ---------------------------------------------- hand-built ReLU networks (the three rules)
 def hand_net(w2):
-    """MaxPool2d(2) - Flatten - Linear(3, 2) - ReLU - Linear(2, 1), weights set by hand."""
+    """Normalize - MaxPool2d(2) - Flatten - Linear(3, 2) - ReLU - Linear(2, 1), weights set by hand.
+
+    Analyses take pixels in [0, 1]; the first layer maps them to the hand-picked
+    values: (x - 0.75) / 0.125 = 8 x - 6 (exact in binary), so every input
+    gradient is 8 times the one with respect to those values.
+    """
     l1, l2 = nn.Linear(3, 2, bias=False), nn.Linear(2, 1, bias=False)
     l1.weight.data[...] = [[1, -1, 0], [0, 1, 1]]
     l2.weight.data[...] = [w2]
-    return nn.Sequential(nn.MaxPool2d(2), nn.Flatten(), l1, nn.ReLU(), l2)
+    return nn.Sequential(nn.Normalize([0.75], [0.125]), nn.MaxPool2d(2), nn.Flatten(), l1, nn.ReLU(), l2)
 
 
-# x is 1 x 1 x 2 x 6; the pooling windows' maxima are 2 at (0, 1), 1 at (0, 2), -3 at (0, 4).
-X_HAND = np.array([[[[0, 2, 1, -5, -3, -4], [-1, 1, 0, 0.5, -6, -3.5]]]], dtype=np.float32)
+# v = 8 x - 6 is 1 x 1 x 2 x 6; the pooling windows' maxima are 2 at (0, 1), 1 at (0, 2), -3 at (0, 4).
+V_HAND = np.array([[[[0, 2, 1, -5, -3, -4], [-1, 1, 0, 0.5, -6, -3.5]]]], dtype=np.float32)
+X_HAND = (V_HAND + 6) / 8                     # the pixels in [0, 1] that the network's Normalize maps to V_HAND
 
 
 @pytest.mark.parametrize("w2, expected", [
@@ -142,7 +148,7 @@ def test_three_rules_on_a_hand_network_route_through_the_pooling_switches(w2, ex
         got = getattr(E, method)(model, X_HAND, 0)
         want = np.zeros_like(X_HAND)
         want[0, 0, 0, 1], want[0, 0, 0, 2], want[0, 0, 0, 4] = vals    # the argmax switches
-        np.testing.assert_allclose(got, want, err_msg=method)
+        np.testing.assert_allclose(got, 8 * want, err_msg=method)      # d/dx = 8 d/dv
 
 
 def test_guided_backprop_and_deconvnet_are_one_switch_not_a_copy():
@@ -152,14 +158,15 @@ def test_guided_backprop_and_deconvnet_are_one_switch_not_a_copy():
     l1.weight.data[...] = [[1, 0], [0, -1]]
     l2.weight.data[...] = [[1, 1], [1, -1]]
     l3.weight.data[...] = [[-1, 1]]
-    model = nn.Sequential(nn.Flatten(), l1, relu, l2, relu, l3)
-    x = np.array([[[[1.0]], [[-2.0]]]])        # (1, 2, 1, 1)
+    model = nn.Sequential(nn.Normalize([0.5, 0.5], [0.25, 0.25]), nn.Flatten(), l1, relu, l2, relu, l3)
+    x = np.array([[[[0.75]], [[0.0]]]])        # (1, 2, 1, 1), normalised to v = 4 x - 2 = [1, -2]
+    # every input gradient is 4 times the one with respect to v; with respect to v:
     # z1 = [1, 2] -> a1 = [1, 2]; z2 = [3, -1] -> a2 = [3, 0]; y = -3
     # gradient: g = [-1, 1] -> [z2>0] -> [-1, 0] -> W2^T -> [-1, -1] -> [z1>0] -> [-1, -1] -> W1^T -> [-1, 1]
     # deconvnet: relu -> [0, 1] -> W2^T -> [1, -1] -> relu -> [1, 0] -> W1^T -> [1, 0]
     # guided: [0, 0] -> ... -> [0, 0]
-    assert E.gradient(model, x, 0).ravel().tolist() == [-1, 1]
-    assert E.deconvnet(model, x, 0).ravel().tolist() == [1, 0]
+    assert E.gradient(model, x, 0).ravel().tolist() == [-4, 4]
+    assert E.deconvnet(model, x, 0).ravel().tolist() == [4, 0]
     assert E.guided_backprop(model, x, 0).ravel().tolist() == [0, 0]
 
 
@@ -168,7 +175,7 @@ def test_integrated_gradients_completeness_gap_shrinks_with_steps(rng):
     nn.init.manual_seed(1)
     model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.Tanh(), nn.Flatten(), nn.Linear(3 * 4 * 4, 2), nn.Sigmoid())
     model.double()
-    x = rng.random((3, 1, 6, 6)) * 2
+    x = rng.random((3, 1, 6, 6))
     gaps = [np.abs(E.integrated_gradients(model, x, 1, baseline=0.1, steps=m, return_gap=True)[1]).max()
             for m in (2, 8, 32)]
     assert gaps[0] > gaps[1] > gaps[2]
@@ -223,13 +230,13 @@ def test_grad_cam_raw_and_normalised_maps_and_an_all_negative_map():
     model = nn.Sequential(OrderedDict([("feat", nn.Identity()), ("gap", nn.AdaptiveAvgPool2d(1)),
                                        ("flat", nn.Flatten()), ("fc", nn.Linear(1, 2, bias=False))]))
     model.fc.weight.data[...] = [[-1], [1]]
-    x = np.arange(1, 7, dtype=np.float32).reshape(1, 1, 2, 3)
+    x = np.arange(1, 7, dtype=np.float32).reshape(1, 1, 2, 3) / 8
     raw = E.grad_cam(model, x, 0, "feat")
     np.testing.assert_allclose(raw, -x[:, 0] / 6, rtol=1e-6)
     norm = E.grad_cam(model, x, 0, "feat", normalize=True)
     assert norm.shape == (1, 2, 3) and not np.isnan(norm).any() and (norm == 0).all()
     # class 1: raw = A/6, normalised = A / max A
-    np.testing.assert_allclose(E.grad_cam(model, x, 1, "feat", normalize=True), x[:, 0] / 6, rtol=1e-6)
+    np.testing.assert_allclose(E.grad_cam(model, x, 1, "feat", normalize=True), x[:, 0] / x.max(), rtol=1e-6)   # scaled to max 1
     up = E.grad_cam(model, x, 1, "feat", upsample=True)
     assert up.shape == (1, 2, 3)
 
@@ -260,7 +267,7 @@ def test_activations_single_and_many_layers(rng):
     assert a["conv1"].shape == (2, 4, 5, 5) and a["relu2"].shape == (2, 5, 5, 5) and a["fc"].shape == (2, 3)
     np.testing.assert_allclose(a["fc"], model(minicnn.tensor(x)).data, rtol=1e-6)
     np.testing.assert_allclose(E.activations(model, x, "conv1"), a["conv1"])
-    with pytest.raises(ValueError, match="not in the model"):
+    with pytest.raises(ValueError, match=r"'conv9' is not a layer of the model.*'conv1', 'relu1'"):
         E.activations(model, x, ["conv9"])
 
 
@@ -350,7 +357,7 @@ def test_tensor_input_one_channel_and_float32(rng):
 def test_smoothgrad_seeded_and_noise_free(rng):
     model = gap_net()
     model.double()
-    x = rng.random((2, 2, 5, 5))
+    x = 0.3 + 0.4 * rng.random((2, 2, 5, 5))      # the noisy copies stay inside [0, 1]
     a = E.smoothgrad(model, x, 1, samples=4, seed=7)
     np.testing.assert_array_equal(a, E.smoothgrad(model, x, 1, samples=4, seed=7))
     assert not np.allclose(a, E.smoothgrad(model, x, 1, samples=4, seed=8))
@@ -531,7 +538,7 @@ def test_grad_cam_and_the_erf_use_true_gradients_inside_a_callers_relu_rule(rng)
     import minicnn.functional as F
 
     model = gap_net()
-    x = rng.random((2, 2, 5, 5)).astype(np.float32) - 0.3
+    x = rng.random((2, 2, 5, 5)).astype(np.float32)
     calls = [lambda: E.grad_cam(model, x, 1, "relu1"), lambda: E.effective_receptive_field(model, "conv2", x=x),
              lambda: E.gradient(model, x, 1)]
     for call in calls:

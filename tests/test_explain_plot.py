@@ -56,3 +56,44 @@ def test_cam_panel_says_when_there_is_no_positive_evidence(setup, tmp_path):
     with pytest.raises(ValueError, match="unknown method"):
         plot.method_figure(x[0], "magic", np.zeros((32, 32)))
     plt.close("all")
+
+
+def test_grad_cam_panels_name_their_layer_and_target_titles_say_target(setup, tmp_path):
+    model, x = setup
+    r = explain.grad_cam(model, x[:1], 0, "3")
+    fig = plot.method_figure(x[0], "grad_cam", r[0], "t", layer="3")
+    assert fig.axes[1].get_title() == "Grad-CAM at layer 3"
+    fig = plot.overview(x[0], {"grad_cam": r[0], "saliency": explain.saliency(model, x[:1])[0]}, "t", layer="3")
+    assert [a.get_title() for a in fig.axes[:2]] == ["t", "Grad-CAM at layer 3"]
+    from minicnn.cli.explain import _title
+
+    classes = ["cat", "dog", "frog"]
+    probs = np.array([0.61, 0.29, 0.10])
+    assert _title(classes, 0, probs, 1, 0) == "true cat\ntarget dog: p = 0.29\n(predicted cat: p = 0.61)"
+    assert _title(classes, 0, probs, None, None) == "predicted cat: p = 0.61"
+    assert _title(classes, 0, probs, 0, None) == "target cat: p = 0.61"
+    import matplotlib.pyplot as plt
+    plt.close("all")
+
+
+def test_plotting_is_the_one_place_figures_are_set_up_and_saved(tmp_path):
+    """minicnn.plotting: images in any layout, a grid with the spare panels hidden, saving into new folders."""
+    import matplotlib.pyplot as plt
+
+    from minicnn import Tensor, plotting
+
+    chw = np.random.default_rng(0).random((3, 4, 5))
+    np.testing.assert_array_equal(plotting.as_hwc(chw), chw.transpose(1, 2, 0))
+    np.testing.assert_array_equal(plotting.as_hwc(Tensor(chw[None])), chw.transpose(1, 2, 0))   # a batch of one
+    np.testing.assert_array_equal(plotting.as_hwc(chw.transpose(1, 2, 0)), chw.transpose(1, 2, 0))
+    assert plotting.as_hwc(chw[:1]).shape == (4, 5)                                       # one channel: grey
+    np.testing.assert_array_equal(plotting.as_hwc(2 * chw - 1, lo=-1, hi=1), chw.transpose(1, 2, 0))
+    assert plotting.scored(["cat", "dog"], 1, 0.873) == "dog 87%" and plotting.class_name(None, 3) == "class 3"
+    open_before = plt.get_fignums()
+    fig, axes = plotting.grid(5, 3)
+    assert len(axes) == 5 and len(fig.axes) == 6 and not fig.axes[5].axison
+    for ax in axes:
+        plotting.show_image(ax, chw, "an image", "its label")
+    path = tmp_path / "new" / "folder" / "grid.png"
+    assert plotting.save(fig, path) is fig and path.stat().st_size > 1000
+    assert plt.get_fignums() == open_before                                               # saved: closed

@@ -106,7 +106,7 @@ def test_a_module_used_twice_and_a_functional_relu_between_modules():
 
 def test_receptive_field_errors():
     m = get_model("lenet5")
-    with pytest.raises(ValueError, match="not in the model"):
+    with pytest.raises(ValueError, match="'nope' is not a layer of the model"):
         receptive_field(m, "nope")
     with pytest.raises(ValueError, match="input_shape"):
         layer_geometry(m, (32,))

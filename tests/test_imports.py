@@ -29,7 +29,7 @@ LAYERS = [
     ("optim",),
     ("data",),
     ("models",),
-    ("gradcheck", "serialization", "analysis"),            # analysis: the guard every analysis runs in
+    ("gradcheck", "serialization", "plotting", "analysis"),  # plotting: every figure; analysis: the shared helpers
     ("explain", "attacks", "synthesize"),                      # analysis of a trained model
     ("train", "checkpoint"),                                   # the loop (adversarial training uses attacks)
     ("doctor", "summary"),

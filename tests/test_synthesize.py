@@ -7,7 +7,8 @@ from minicnn import nn
 from minicnn.autograd import Tensor
 from minicnn.synthesize import (class_model, content_loss, deep_dream, feature_loss, gram_matrix, invert,
                                 objectives, style_loss, style_transfer, total_variation)
-from minicnn.synthesize.core import frozen, gaussian_blur, layer_features, resize, resolve_layer
+from minicnn.analysis import analysis_mode, find_layer
+from minicnn.synthesize.core import gaussian_blur, layer_features, resize
 
 
 # ------------------------------------------------------------------ helpers
@@ -233,15 +234,15 @@ class TestImageHelpers:
         ref = torch.nn.functional.interpolate(torch.tensor(x), size=size, mode="bilinear", align_corners=False)
         np.testing.assert_allclose(resize(x, size), ref.numpy(), atol=1e-12)
 
-    def test_resolve_layer(self):
+    def test_find_layer(self):
         model = tiny_net()
-        assert resolve_layer(model, "net.0") == ("net.0", model.net[0])
-        assert resolve_layer(model, model.net[2])[0] == "net.2"
-        assert resolve_layer(model, "") == ("", model)
+        assert find_layer(model, "net.0") == ("net.0", model.net[0])
+        assert find_layer(model, model.net[2])[0] == "net.2"
+        assert find_layer(model, "") == ("", model)
         with pytest.raises(ValueError, match="'net.9' is not a layer.*named_modules"):
-            resolve_layer(model, "net.9")
+            find_layer(model, "net.9")
         with pytest.raises(ValueError, match="not part of the model"):
-            resolve_layer(model, nn.ReLU())
+            find_layer(model, nn.ReLU())
 
     def test_features_stop_before_the_head(self, rng):
         model = tiny_net(size=16)                 # its Linear head only takes 16x16 inputs
@@ -353,7 +354,7 @@ def test_deep_dream_lowers_objective_each_octave(rng):
 def test_style_transfer_larger_than_training_size(rng, optimizer):
     model = tiny_net(size=16)
     content = rng.random((1, 3, 24, 40)).astype(np.float32)
-    style = rng.random((3, 50, 30)).astype(np.float32)
+    style = rng.random((1, 3, 50, 30)).astype(np.float32)
     img, hist = style_transfer(model, content, style, "net.5", ["net.1", "net.5"], style_weight=100.0,
                                tv_weight=0.1, steps=15, optimizer=optimizer, init="noise")
     assert img.shape == (1, 3, 24, 40) and in_unit_box(img)
@@ -388,7 +389,7 @@ def test_one_channel_network(rng):
     x = rng.random((1, 1, 16, 16)).astype(np.float32)
     assert invert(model, x, "net.1", steps=3)[0].shape == (1, 1, 16, 16)
     assert deep_dream(model, x, "net.1", steps=2, octaves=2)[0].shape == (1, 1, 16, 16)
-    assert style_transfer(model, x, x[0], "net.1", ["net.1"], steps=2)[0].shape == (1, 1, 16, 16)
+    assert style_transfer(model, x, x, "net.1", ["net.1"], steps=2)[0].shape == (1, 1, 16, 16)
 
 
 def test_tensor_input_gives_array(rng):
@@ -433,7 +434,7 @@ def test_model_unchanged_when_method_raises(rng):
     with pytest.raises(ValueError):
         invert(model, big, "", steps=2)                  # the linear head cannot take 24x24
     assert_unchanged(model, before)
-    with pytest.raises(ValueError, match="pixels in \\[0, 1\\]"):
+    with pytest.raises(ValueError, match="x: images must lie inside bounds \\(0, 1\\).*divide 8-bit images by 255"):
         deep_dream(model, big * 255, "net.1")
     assert_unchanged(model, before)
 
@@ -467,17 +468,19 @@ def test_argument_errors(rng):
         invert(model, x, "net.1", steps=2, optimizer="lbfgs", jitter=2)
     with pytest.raises(ValueError, match="init"):
         style_transfer(model, x, x, "net.1", ["net.1"], steps=2, init="zeros")
-    with pytest.raises(ValueError, match="x must be images"):
+    with pytest.raises(ValueError, match=r"x: expected a non-empty batch of images of shape \(N, C, H, W\)"):
         invert(model, x[0, 0], "net.1", steps=2)
+    with pytest.raises(ValueError, match=r"style: .*add a batch axis with x\[None\]"):
+        style_transfer(model, x, x[0], "net.1", ["net.1"], steps=2)
     with pytest.raises(ValueError, match="channels"):
         style_transfer(model, x, x[:, :1], "net.1", ["net.1"], steps=2)
 
 
-def test_frozen_restores_on_error():
+def test_analysis_mode_restores_on_error():
     model = tiny_net()
     model.train()
     with pytest.raises(RuntimeError):
-        with frozen(model):
+        with analysis_mode(model):
             assert not any(m.training for m in model.modules())
             assert not any(p.requires_grad for p in model.parameters())
             raise RuntimeError("boom")

@@ -1,69 +1,30 @@
-"""What the attacks share: argument checks, the model guard, input gradients, norms.
+"""What the attacks share beyond ``minicnn.analysis``: labels, eps and norms, input gradients, projection.
 
 Every attack takes a model that maps images in ``bounds`` to logits, a batch
 of images ``x`` (N, ...) as a NumPy/CuPy array or a Tensor, and returns raw
-arrays on ``x``'s device. The helpers here make those conventions one piece
-of code instead of seven:
+arrays on ``x``'s device. What every analysis shares (the model guard
+``analysis_mode``, the image check ``as_images``, ``bounds_of``) lives in
+``minicnn.analysis``; the helpers here are the attacks' own:
 
-- ``frozen(model)``: run the model in eval mode with its parameters'
-  ``requires_grad`` off (so backward computes only the input's gradient),
-  and put everything back afterwards (mode of every module, ``requires_grad``
-  and ``.grad`` of every parameter), also when the attack raises.
-- ``images_of``, ``labels_of``, ``bounds_of``, ``eps_of``, ``norm_of``: the
-  argument checks, with errors naming the argument, the expected and the
-  actual value.
+- ``labels_of``, ``eps_of``, ``norm_of``: the argument checks, with errors
+  naming the argument, the expected and the actual value.
 - ``loss_gradient`` and ``logits_of``: the two things an attack asks the model.
 - ``project``: the final projection of an adversarial image onto the
   intersection of the eps-ball around x and the box ``bounds``, exact in the
   attack's norm (no float rounding pushes a result outside the ball).
 """
 import math
-from contextlib import contextmanager
-
 import numpy as np
 
 from .. import functional as F
-from ..analysis import analysis_mode
 from ..autograd import Tensor, enable_grad, no_grad
-from ..backend import as_array, default_dtype, device_of, get_array_module, to_device
-from ..nn import Module
+from ..backend import get_array_module, to_device
 
-__all__ = ["frozen", "images_of", "labels_of", "bounds_of", "eps_of", "norm_of", "loss_gradient",
+__all__ = ["labels_of", "eps_of", "eps_text", "norm_of", "loss_gradient",
            "logits_of", "project", "per_image_norms", "num_classes_of", "batched"]
 
 
-# ------------------------------------------------------------------ the model guard
-@contextmanager
-def frozen(model):
-    """``minicnn.analysis.analysis_mode``: eval mode, frozen parameters, grad mode on; all restored after.
-
-    A model that is a plain function (not a ``Module``) is used as it is.
-    """
-    if not isinstance(model, Module):
-        yield model
-        return
-    with analysis_mode(model):
-        yield model
-
-
 # ------------------------------------------------------------------ argument checks
-def images_of(x, name="x"):
-    """The raw floating array of a batch of images (N, ...) given as an array or a Tensor."""
-    data = x.data if isinstance(x, Tensor) else x
-    xp = get_array_module(data)
-    data = xp.asarray(data)
-    if data.dtype.kind not in "fiub":
-        raise TypeError(f"{name}: expected a numeric array of images, got dtype {data.dtype}")
-    if data.dtype.kind != "f":
-        data = data.astype(default_dtype())
-    if data.ndim < 2 or data.shape[0] == 0:
-        raise ValueError(f"{name}: expected a non-empty batch of shape (N, C, H, W) (or (N, D)), "
-                         f"got shape {tuple(data.shape)}")
-    if not bool(xp.isfinite(data).all()):
-        raise ValueError(f"{name}: the images contain NaN or infinity")
-    return data
-
-
 def labels_of(y, n, num_classes, name="y"):
     """Integer class indices (n,) in [0, num_classes), on the images' device (a scalar is broadcast)."""
     raw = y.data if isinstance(y, Tensor) else y
@@ -84,52 +45,35 @@ def labels_of(y, n, num_classes, name="y"):
     return arr.astype(np.int64)
 
 
-def bounds_of(bounds, x, check_images=True, name="x"):
-    """(lo, hi) as arrays of x's dtype broadcastable to x; checks lo < hi and that x lies inside.
+def eps_of(eps, name="eps", norm=None, lo=None, hi=None):
+    """eps as a float >= 0 (numbers and ``fractions.Fraction`` accepted).
 
-    Each bound is a number or an array broadcastable to one image (per-channel
-    bounds such as ``(lo.reshape(C, 1, 1), hi.reshape(C, 1, 1))`` work).
+    Given the attack's ``norm`` and bounds ``lo``, ``hi``: an L-inf budget
+    larger than the pixel range (eps 8 for pixels in [0, 1]) is refused, since
+    its ball holds every image; the message suggests the budget in 255ths
+    that such a number usually means (8/255).
     """
-    xp = get_array_module(x)
-    try:
-        lo, hi = bounds
-    except (TypeError, ValueError):
-        raise ValueError(f"bounds: expected a pair (lower, upper), got {bounds!r}") from None
-    lo = to_device(as_array(lo, dtype=x.dtype), device_of(x))
-    hi = to_device(as_array(hi, dtype=x.dtype), device_of(x))
-    try:
-        np.broadcast_shapes(lo.shape, hi.shape, x.shape)
-    except ValueError:
-        raise ValueError(f"bounds: each bound must be a number or broadcast to the images' shape "
-                         f"{tuple(x.shape)}, got shapes {lo.shape} and {hi.shape}") from None
-    if not (bool(xp.isfinite(lo).all()) and bool(xp.isfinite(hi).all())):
-        raise ValueError(f"bounds: must be finite, got {bounds!r}")
-    if not bool((lo < hi).all()):
-        raise ValueError(f"bounds: the lower bound must be below the upper bound, got "
-                         f"lower {_short(lo)} and upper {_short(hi)}")
-    if check_images:
-        tol = 1e-6
-        if bool((x < lo - tol).any()) or bool((x > hi + tol).any()):
-            raise ValueError(f"{name}: images must lie inside bounds ({_short(lo)}, {_short(hi)}), "
-                             f"got values from {float(x.min()):.4g} to {float(x.max()):.4g}; "
-                             f"scale pixels to [0, 1] (divide uint8 images by 255) or pass bounds=")
-    return lo, hi
-
-
-def _short(a):
-    a = np.asarray(to_device(a, "cpu"))
-    return f"{float(a):g}" if a.size == 1 else np.array2string(a.ravel()[:4], precision=4)
-
-
-def eps_of(eps, name="eps"):
-    """eps as a float >= 0 (numbers and ``fractions.Fraction`` accepted)."""
     try:
         value = float(eps)
     except (TypeError, ValueError):
         raise TypeError(f"{name}: expected a number >= 0, got {eps!r}") from None
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{name}: must be a finite number >= 0, got {eps!r}")
+    if norm == "inf" and lo is not None:
+        span = float(to_device((hi - lo).max(), "cpu"))
+        if value > span:
+            raise ValueError(f"{name}: {value:g} is more than the whole pixel range ({span:g}), so its L-inf "
+                             f"ball holds every image; eps is in pixel units: for {value:g}/255 of the range "
+                             f"pass {name}={value:g}/255 (= {value / 255 * span:.4g})")
     return value
+
+
+def eps_text(eps):
+    """A budget for people: '0.0314 (8/255)' when eps is a whole number of 255ths, else the number."""
+    k = eps * 255
+    if k > 0 and abs(k - round(k)) < 1e-6:
+        return f"{eps:.4f} ({int(round(k))}/255)"
+    return f"{eps:.4g}"
 
 
 def norm_of(norm):

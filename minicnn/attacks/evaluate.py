@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..backend import get_array_module, to_device
-from ._common import batched, bounds_of, eps_of, frozen, images_of, labels_of, logits_of, num_classes_of, \
+from ..analysis import analysis_mode, as_images
+from ._common import batched, eps_of, eps_text, labels_of, logits_of, num_classes_of, \
     per_image_norms
 from .deepfool import deepfool
 from .gradient_attacks import fgsm, pgd
@@ -68,7 +69,10 @@ class AttackReport:
 
     rows: one dict per eps with keys eps, robust_accuracy, success_rate,
     linf_mean, linf_max, l2_mean, l2_max, l0_mean, l0_max, time_s.
+    succeeded: eps -> a bool array (N,) (NumPy): the images the attack turned
+    from right to wrong (the successes).
     adversarial: eps -> the adversarial images (NumPy) when ``keep_images``.
+    images: what the images are, for the printed header ("held-out images").
     """
     attack: str
     n: int
@@ -76,6 +80,8 @@ class AttackReport:
     rows: list = field(default_factory=list)
     time_s: float = 0.0
     adversarial: dict = field(default_factory=dict, repr=False)
+    succeeded: dict = field(default_factory=dict, repr=False)
+    images: str = "images"
 
     @property
     def robust_accuracy(self):
@@ -88,28 +94,20 @@ class AttackReport:
                 "time_s": self.time_s, "rows": [dict(r) for r in self.rows]}
 
     def __str__(self):
-        head = (f"attack {self.attack} on {self.n} images: clean accuracy {100 * self.clean_accuracy:.1f}% "
+        head = (f"attack {self.attack} on {self.n} {self.images}: clean accuracy {100 * self.clean_accuracy:.1f}% "
                 f"({self.time_s:.1f} s)")
-        cols = f"{'eps':>14} {'robust acc':>10} {'success':>8} {'L-inf mean/max':>16} {'L2 mean/max':>14} " \
+        cols = f"{'eps':>16} {'robust acc':>10} {'success':>8} {'L-inf mean/max':>16} {'L2 mean/max':>14} " \
                f"{'L0 mean/max':>13} {'time':>8}"
         lines = [head, cols]
         for r in self.rows:
-            eps = "-" if r["eps"] is None else _eps_text(r["eps"])
+            eps = "-" if r["eps"] is None else eps_text(r["eps"])
             succ = "-" if r["success_rate"] is None else f"{100 * r['success_rate']:.1f}%"
-            lines.append(f"{eps:>14} {100 * r['robust_accuracy']:>9.1f}% {succ:>8} "
+            lines.append(f"{eps:>16} {100 * r['robust_accuracy']:>9.1f}% {succ:>8} "
                          f"{r['linf_mean']:>7.4f}/{r['linf_max']:<8.4f} {r['l2_mean']:>6.3f}/{r['l2_max']:<7.3f} "
                          f"{r['l0_mean']:>6.1f}/{r['l0_max']:<6.0f} {r['time_s']:>7.2f}s")
         return "\n".join(lines)
 
     __repr__ = __str__
-
-
-def _eps_text(eps):
-    """0.0314 (8/255) when eps is a whole number of 255ths, else the number."""
-    k = eps * 255
-    if k > 0 and abs(k - round(k)) < 1e-6:
-        return f"{eps:.4f} ({int(round(k))}/255)"
-    return f"{eps:.4g}"
 
 
 def _name_of(attack):
@@ -139,8 +137,7 @@ def evaluate(model, attack, images, labels, epsilons=(8 / 255,), batch_size=100,
         seed: passed to the named random attacks (batch b gets seed + b).
         keep_images: keep the adversarial images (NumPy) in ``report.adversarial[eps]``.
     """
-    x = images_of(images, "images")
-    bounds_of(bounds, x, name="images")
+    x = as_images(images, name="images", bounds=bounds, spatial=False)
     n = x.shape[0]
     named = {deepfool: "deepfool", one_pixel: "one-pixel", minimal_perturbation: "minimal"}
     if not isinstance(attack, str) and attack in named:     # functions without an eps: use their named form
@@ -156,7 +153,7 @@ def evaluate(model, attack, images, labels, epsilons=(8 / 255,), batch_size=100,
     eps_list = [None] if epsilons is None else [eps_of(e) for e in np.atleast_1d(np.asarray(epsilons, dtype=float))]
     slices = batched(n, batch_size)
     start = time.perf_counter()
-    with frozen(model):
+    with analysis_mode(model):
         logits = logits_of(model, x, batch_size)
         y = labels_of(labels, n, num_classes_of(logits), "labels")
         clean_ok = np.asarray(to_device(logits.argmax(axis=1), "cpu")) == y
@@ -175,10 +172,10 @@ def evaluate(model, attack, images, labels, epsilons=(8 / 255,), batch_size=100,
                 x_adv = attack(model, xb, yb)
             else:
                 x_adv = attack(model, xb, yb, eps)
-            x_adv = images_of(x_adv, "the attack's result")
+            x_adv = as_images(x_adv, name="the attack's result", bounds=bounds, spatial=False)
             if x_adv.shape != xb.shape:
                 raise ValueError(f"attack: returned images of shape {tuple(x_adv.shape)}, expected {tuple(xb.shape)}")
-            with frozen(model):
+            with analysis_mode(model):
                 pred = np.asarray(to_device(logits_of(model, x_adv).argmax(axis=1), "cpu"))
             adv_ok[s] = pred == y[s]
             d = x_adv.astype(np.float64) - xb.astype(np.float64)
@@ -187,6 +184,7 @@ def evaluate(model, attack, images, labels, epsilons=(8 / 255,), batch_size=100,
             if keep_images:
                 kept.append(np.asarray(to_device(x_adv, "cpu")))
         robust = clean_ok & adv_ok
+        report.succeeded[eps] = clean_ok & ~adv_ok
         n_clean = int(clean_ok.sum())
         report.rows.append({
             "eps": eps, "robust_accuracy": float(robust.mean()),

@@ -21,7 +21,8 @@ from .. import functional as F
 from ..autograd import Tensor, enable_grad
 from ..backend import get_array_module, to_device
 from ..nn import Module, Normalize
-from ._common import bounds_of, frozen, labels_of, logits_of, num_classes_of
+from ..analysis import analysis_mode, bounds_of
+from ._common import labels_of, logits_of, num_classes_of
 
 __all__ = ["fooling_image", "input_shape_of"]
 
@@ -67,7 +68,7 @@ def fooling_image(model, target, steps=300, lr=0.05, start="noise", seed=0, thre
     shape = tuple(shape) if shape is not None else input_shape_of(model)
     n = targets.shape[0]
     probe = to_device(np.zeros((1,) + shape, dtype=np.float32), device)
-    lo, hi = bounds_of(bounds, probe, check_images=False)
+    lo, hi = bounds_of(bounds, probe)
     lo_np = np.broadcast_to(np.asarray(to_device(lo, "cpu"), dtype=np.float64), shape)
     hi_np = np.broadcast_to(np.asarray(to_device(hi, "cpu"), dtype=np.float64), shape)
     if start == "noise":
@@ -76,7 +77,7 @@ def fooling_image(model, target, steps=300, lr=0.05, start="noise", seed=0, thre
         u = np.full((n,) + shape, 0.5)
     x = to_device((lo_np + u * (hi_np - lo_np)).astype(np.float32), device)
     xp = get_array_module(x)
-    with frozen(model):
+    with analysis_mode(model):
         t = labels_of(targets, n, num_classes_of(logits_of(model, x[:1])), "target")
         t_dev = xp.asarray(t)
         prob = np.zeros(n)

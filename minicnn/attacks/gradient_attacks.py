@@ -28,12 +28,13 @@ Kurakin et al. Targeted attacks descend the loss of the target class
 instead of ascending the loss of the true class.
 
 The model is run in eval mode with its parameters frozen and is left as it
-was found (see ``_common.frozen``).
+was found (see ``minicnn.analysis.analysis_mode``).
 """
 import numpy as np
 
 from ..backend import device_of, get_array_module, to_device
-from ._common import bounds_of, eps_of, frozen, images_of, loss_gradient, norm_of, per_image_norms, project
+from ..analysis import analysis_mode, as_images, bounds_of
+from ._common import eps_of, loss_gradient, norm_of, per_image_norms, project
 
 __all__ = ["fgsm", "pgd", "adversarial_examples"]
 
@@ -53,7 +54,8 @@ def fgsm(model, x, y, eps, targeted=False, bounds=(0, 1)):
         model: maps images in ``bounds`` to logits (N, classes), e.g. from ``minicnn.load_model``.
         x: images (N, C, H, W) (any shape (N, ...)): array or Tensor, inside ``bounds``.
         y: true classes (N,) (or one int for all); the target classes when ``targeted``.
-        eps: L-inf budget in pixel units (8/255 is the usual one for CIFAR-10), >= 0.
+        eps: L-inf budget in pixel units (8/255 is the usual one for CIFAR-10), >= 0 and at most
+            the pixel range (eps 8 for [0, 1] pixels is refused: 8/255 is meant).
         targeted: step *down* the loss of class y (towards it) instead of up the loss of y.
         bounds: (lower, upper) pixel bounds, numbers or arrays broadcastable to one image.
 
@@ -61,10 +63,10 @@ def fgsm(model, x, y, eps, targeted=False, bounds=(0, 1)):
         x_adv, an array like x (same shape, dtype and device) with
         ``|x_adv - x| <= eps`` everywhere and ``lower <= x_adv <= upper``.
     """
-    x = images_of(x)
-    eps = eps_of(eps)
+    x = as_images(x, bounds=bounds, spatial=False)
     lo, hi = bounds_of(bounds, x)
-    with frozen(model):
+    eps = eps_of(eps, norm="inf", lo=lo, hi=hi)
+    with analysis_mode(model):
         direction, _ = _signed_gradient(model, x, y, targeted, "y")
     return project(x, x + x.dtype.type(eps) * _sign(direction), eps, "inf", lo, hi)
 
@@ -120,14 +122,14 @@ def pgd(model, x, y, eps, alpha=None, steps=10, norm="inf", random_start=True, t
         x_adv like x, with ``||x_adv - x|| <= eps`` in ``norm`` per image and inside ``bounds``.
         The last iterate is returned (as in Madry et al.).
     """
-    x = images_of(x)
-    eps = eps_of(eps)
+    x = as_images(x, bounds=bounds, spatial=False)
     norm = norm_of(norm)
     lo, hi = bounds_of(bounds, x)
+    eps = eps_of(eps, norm=norm, lo=lo, hi=hi)
     if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"steps: expected an integer >= 1, got {steps!r}")
     alpha = 2.5 * eps / steps if alpha is None else eps_of(alpha, "alpha")
-    with frozen(model):
+    with analysis_mode(model):
         x_adv = x.copy()
         if random_start and eps > 0:
             x_adv = project(x, x + random_start_point(x, eps, norm, seed), eps, norm, lo, hi)

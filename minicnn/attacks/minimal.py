@@ -22,7 +22,8 @@ is the per-image one.
 import numpy as np
 
 from ..backend import device_of, get_array_module, to_device
-from ._common import bounds_of, frozen, images_of, labels_of, logits_of, loss_gradient, num_classes_of, \
+from ..analysis import analysis_mode, as_images, bounds_of
+from ._common import labels_of, logits_of, loss_gradient, num_classes_of, \
     per_image_norms
 
 __all__ = ["minimal_perturbation"]
@@ -76,7 +77,7 @@ def minimal_perturbation(model, x, target, c=1.0, max_iter=100, search_steps=8, 
     Returns:
         x + D (like x): for images where no c succeeded, x itself, unchanged.
     """
-    x = images_of(x)
+    x = as_images(x, bounds=bounds, spatial=False)
     lo, hi = bounds_of(bounds, x)
     c0 = float(c)
     if not np.isfinite(c0) or c0 <= 0:
@@ -88,7 +89,7 @@ def minimal_perturbation(model, x, target, c=1.0, max_iter=100, search_steps=8, 
     x64 = np.asarray(to_device(x, "cpu"), dtype=np.float64).ravel()
     lo64 = np.broadcast_to(np.asarray(to_device(lo, "cpu"), dtype=np.float64), x.shape).ravel()
     hi64 = np.broadcast_to(np.asarray(to_device(hi, "cpu"), dtype=np.float64), x.shape).ravel()
-    with frozen(model):
+    with analysis_mode(model):
         t = labels_of(target, n, num_classes_of(logits_of(model, x[:1])), "target")
         best = x.copy()
         best_norm = np.full(n, np.inf)

@@ -29,7 +29,8 @@ size, channel count and per-channel bounds work.
 import numpy as np
 
 from ..backend import get_array_module, to_device
-from ._common import bounds_of, frozen, images_of, labels_of, logits_of, num_classes_of
+from ..analysis import analysis_mode, as_images, bounds_of
+from ._common import labels_of, logits_of, num_classes_of
 
 __all__ = ["one_pixel", "apply_pixels"]
 
@@ -113,7 +114,7 @@ def one_pixel(model, x, y, pixels=1, population=400, generations=100, targeted=F
         x_adv like x, differing from x in at most ``pixels`` positions per
         image (the best candidate found, whether or not it fooled the model).
     """
-    x = images_of(x)
+    x = as_images(x, bounds=bounds, spatial=False)
     if x.ndim != 4:
         raise ValueError(f"x: one_pixel needs images of shape (N, C, H, W), got {tuple(x.shape)}")
     for name, v, least in (("pixels", pixels, 1), ("population", population, 4), ("generations", generations, 0)):
@@ -126,7 +127,7 @@ def one_pixel(model, x, y, pixels=1, population=400, generations=100, targeted=F
     out = x.copy()
     success = np.zeros(n, dtype=bool)
     used = np.zeros(n, dtype=np.int64)
-    with frozen(model):
+    with analysis_mode(model):
         labels = labels_of(y, n, num_classes_of(logits_of(model, x[:1])), "y")
         lo_i = xp.broadcast_to(lo, x.shape[1:])
         hi_i = xp.broadcast_to(hi, x.shape[1:])

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..backend import get_array_module, to_device
-from ._common import bounds_of, eps_of, frozen, images_of, logits_of, norm_of, project
+from ..analysis import analysis_mode, as_images, bounds_of
+from ._common import eps_of, logits_of, norm_of, project
 from .deepfool import deepfool_with_info
 
 __all__ = ["universal_perturbation", "UniversalResult", "fooling_rate"]
@@ -62,10 +63,10 @@ def _predict(model, x, batch_size):
 
 def fooling_rate(model, images, v, bounds=(0, 1), batch_size=256):
     """Fraction of ``images`` whose predicted class changes when v is added (and the result clipped)."""
-    x = images_of(images, "images")
-    lo, hi = bounds_of(bounds, x, name="images")
+    x = as_images(images, name="images", bounds=bounds, spatial=False)
+    lo, hi = bounds_of(bounds, x)
     xp = get_array_module(x)
-    with frozen(model):
+    with analysis_mode(model):
         clean = _predict(model, x, batch_size)
         moved = _predict(model, xp.minimum(xp.maximum(x + v, lo), hi), batch_size)
     return float((clean != moved).mean())
@@ -90,10 +91,10 @@ def universal_perturbation(model, images, eps, norm="inf", max_passes=10, target
     Returns:
         ``UniversalResult`` (perturbation, fooling_rate, held_out_fooling_rate, passes, history).
     """
-    x = images_of(images, "images")
-    eps = eps_of(eps)
+    x = as_images(images, name="images", bounds=bounds, spatial=False)
     norm = norm_of(norm)
-    lo, hi = bounds_of(bounds, x, name="images")
+    lo, hi = bounds_of(bounds, x)
+    eps = eps_of(eps, norm=norm, lo=lo, hi=hi)
     if not 0 <= float(target_fooling_rate) <= 1:
         raise ValueError(f"target_fooling_rate: expected a number in [0, 1], got {target_fooling_rate!r}")
     if not isinstance(max_passes, (int, np.integer)) or max_passes < 0:
@@ -101,8 +102,7 @@ def universal_perturbation(model, images, eps, norm="inf", max_passes=10, target
     xp = get_array_module(x)
     h = None
     if held_out is not None:
-        h = images_of(held_out, "held_out")
-        bounds_of(bounds, h, name="held_out")
+        h = as_images(held_out, name="held_out", bounds=bounds, spatial=False)
         if h.shape[1:] != x.shape[1:]:
             raise ValueError(f"held_out: expected images of shape {x.shape[1:]} like images, got {h.shape[1:]}")
     rng = np.random.default_rng(seed)
@@ -113,7 +113,7 @@ def universal_perturbation(model, images, eps, norm="inf", max_passes=10, target
         return xp.minimum(xp.maximum(batch + v, lo), hi)
 
     history, passes = [], 0
-    with frozen(model):
+    with analysis_mode(model):
         clean = _predict(model, x, batch_size)
         rate = float((_predict(model, apply(x), batch_size) != clean).mean())
         while rate < target_fooling_rate and passes < max_passes:

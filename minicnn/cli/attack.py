@@ -2,8 +2,9 @@
 import argparse
 import json
 import os
+import re
 
-from .common import CLIError, HelpFormatter, check_device, output_folder, number, positive_int
+from .common import CLIError, HelpFormatter, check_device, integer, output_folder, number, positive_int
 
 METHODS = ("fgsm", "pgd", "deepfool", "one-pixel", "universal", "fooling", "minimal")
 
@@ -18,7 +19,11 @@ print the robust evaluation: clean accuracy, accuracy under attack for each
   robust_accuracy.png  accuracy against eps (fgsm, pgd)
   universal.png        the universal perturbation and its effect (universal)
   fooling.png          one fooling image per class with its confidence (fooling)
-  report.json          the numbers
+  report.json          the numbers, and which test images were used (index and class)
+
+The images are a seeded random choice spread over the classes (or exactly
+the --index ones); examples.png shows the attack's successes first, one
+class after another.
 
 Methods: fgsm (one signed-gradient step: a weak attack), pgd (--steps steps
 from a random start, L-inf or --norm 2: the standard; report robust accuracy
@@ -28,7 +33,8 @@ per batch: slow, use a small --n), one-pixel (differential
 evolution over --pixels pixels; succeeds on a minority of images),
 universal (one perturbation for all images; its fooling rate is measured on
 held-out images), fooling (noise classified at 99%). --eps is in pixel units
-of [0, 1] images; fractions like 8/255 are accepted."""
+of [0, 1] images; fractions like 8/255 are accepted (an L-inf eps above 1
+is refused: write 8/255, not 8)."""
 
 EXAMPLES = """\
 examples:
@@ -39,7 +45,7 @@ examples:
 def _eps(text):
     value = number(text)
     if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0 (like 8/255), got {text}")
+        raise argparse.ArgumentTypeError(f"must be a number >= 0 (like 8/255), got {text}: a budget is a size")
     return value
 
 
@@ -53,7 +59,15 @@ def add_parser(sub):
     p.add_argument("--method", choices=METHODS, default="pgd", help="the attack")
     p.add_argument("--eps", type=_eps, nargs="+", default=[8 / 255], metavar="EPS",
                    help="budget(s) in pixel units, e.g. 8/255 or 2/255 4/255 8/255 (default: 8/255)")
-    p.add_argument("--n", type=positive_int, default=500, help="test images to attack (a seeded random choice)")
+    # argparse reads "-8/255" as an option (only "-8" and "-0.5" count as negative numbers before Python
+    # 3.13), so "--eps -8/255" would fail with "expected at least one argument": let fractions count as
+    # numbers too, so that _eps refuses the negative budget with its own message.
+    p._negative_number_matcher = re.compile(r"^-(\d+|\d*\.\d+)(/\d+)?$")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--n", type=positive_int, default=500,
+                       help="test images to attack: a seeded random choice, spread over the classes")
+    which.add_argument("--index", nargs="+", type=integer, metavar="I",
+                       help="attack exactly these test images (by index in the test set)")
     p.add_argument("--data", default=None, help="the test set (default: the places minicnn train looks in)")
     p.add_argument("--out", default="attacks", help="folder for the figures and report.json")
     p.add_argument("--seed", type=int, default=0, help="seeds the choice of images and the random attacks")
@@ -70,6 +84,26 @@ def add_parser(sub):
     p.set_defaults(func=run)
 
 
+def across_classes(indices, labels):
+    """``indices`` reordered so that the classes take turns: the first of each class, then the second...
+
+    Within a class the given order is kept; the classes come in the order of
+    their first appearance. The first ten of a CIFAR-10 choice are then ten
+    different classes, whatever the order of the test set (an image folder
+    is sorted by class).
+    """
+    import numpy as np
+
+    indices, labels = np.asarray(indices), np.asarray(labels)
+    rank = np.zeros(len(indices), dtype=np.int64)       # the position of each image within its class
+    for k in np.unique(labels):
+        where = np.flatnonzero(labels == k)
+        rank[where] = np.arange(len(where))
+    first = {k: i for i, k in reversed(list(enumerate(labels.tolist())))}
+    order = sorted(range(len(indices)), key=lambda i: (rank[i], first[labels[i]]))
+    return indices[order]
+
+
 def _load(args):
     import numpy as np
 
@@ -82,21 +116,28 @@ def _load(args):
     except CheckpointError as e:
         raise CLIError(str(e)) from None
     if args.method == "fooling":
-        return model, None, None
+        return model, None, None, None
     try:
         _, test, desc = load_datasets(args.data, progress=False, splits=("test",))
     except TrainingError as e:
         raise CLIError(f"the test set is needed: {e}") from None
     if list(test.classes) != list(model.classes):
         raise CLIError(f"{args.checkpoint} was trained on classes {model.classes}, but {desc} has {list(test.classes)}")
-    pick = np.sort(np.random.default_rng(args.seed).permutation(len(test))[:args.n])
+    if args.index:
+        bad = [i for i in args.index if not 0 <= i < len(test)]
+        if bad:
+            raise CLIError(f"--index {bad[0]}: the test set has {len(test)} images (0 to {len(test) - 1})")
+        pick = np.asarray(args.index, dtype=np.int64)
+    else:
+        shuffled = np.random.default_rng(args.seed).permutation(len(test))
+        pick = across_classes(shuffled, np.asarray(test.labels)[shuffled])[:args.n]
     images, labels = test.get_batch(pick)
     x = images.astype(np.float32) / 255
     if args.device == "gpu":
         from ..backend import to_device
         x = to_device(x, "gpu")
     print(f"{args.checkpoint}: {len(x)} test images from {desc}")
-    return model, x, labels
+    return model, x, np.asarray(labels), pick
 
 
 def _attack_fn(args):
@@ -115,18 +156,47 @@ def _attack_fn(args):
     }[args.method]
 
 
+def _check_eps(args):
+    """An L-inf budget above 1 cannot be meant for [0, 1] pixels: refuse it before any work, suggesting k/255."""
+    linf = args.method in ("fgsm", "universal", "pgd") and (args.method == "fgsm" or args.norm == "inf")
+    for e in args.eps:
+        if linf and e > 1:
+            raise CLIError(f"--eps {e:g}: pixels are in [0, 1], so an L-inf budget of {e:g} allows any image; "
+                           f"eps is in pixel units: did you mean --eps {e:g}/255 (= {e / 255:.4f})?")
+
+
+def _shown(args, y, succeeded, k):
+    """Indices (into y) of the k images a figure shows: the successes first, the classes taking turns."""
+    import numpy as np
+
+    if args.index:                                    # the user's own images, in the user's order
+        return np.arange(min(k, len(y)))
+    order = np.concatenate([across_classes(np.flatnonzero(group), y[group]) for group in (succeeded, ~succeeded)])
+    return order[:k]
+
+
+def _used(classes, pick, y, rows=None):
+    """report.json's record of the test images: index in the test set and class (and more per row)."""
+    return [dict({"index": int(i), "class": classes[int(c)]}, **(rows[j] if rows else {}))
+            for j, (i, c) in enumerate(zip(pick, y))]
+
+
 def run(args):
     import numpy as np
 
     from .. import attacks
     from ..attacks import plot
+    from ..attacks._common import eps_text
     from ..backend import get_array_module
 
     check_device(args.device)
     output_folder(args.out)
-    model, x, y = _load(args)
+    _check_eps(args)
+    model, x, y, pick = _load(args)
     classes = model.classes
     out = {"checkpoint": args.checkpoint, "method": args.method}
+    if x is not None:
+        out["images"] = _used(classes, pick, y)
     if args.method == "fooling":
         targets = list(range(len(classes)))
         images, probs = attacks.fooling_image(model, targets, steps=args.steps or 300, seed=args.seed,
@@ -146,17 +216,21 @@ def run(args):
                                              max_passes=args.max_passes, batch_size=args.batch_size)
         v = res.perturbation
 
-        def add_v(m, xb, yb):
+        def add_v(m, xb, yb, eps):
             return get_array_module(xb).clip(xb + v, 0, 1)
 
-        rep = attacks.evaluate(model, add_v, x[half:], y[half:], epsilons=None, batch_size=args.batch_size)
-        rep.attack = f"universal (eps {eps:.4g}, {args.norm}) on held-out images"
+        rep = attacks.evaluate(model, add_v, x[half:], y[half:], epsilons=[eps], batch_size=args.batch_size)
+        rep.attack = f"universal perturbation (L-{args.norm}, eps {eps_text(eps)})"
+        rep.images = "held-out images"
         print(rep)
         print(f"fooling rate: {100 * res.fooling_rate:.1f}% on the {half} images it was computed on, "
               f"{100 * res.held_out_fooling_rate:.1f}% on {len(x) - half} held-out images "
               f"({res.passes} pass(es))")
-        plot.universal(res, model, x[half:], path=os.path.join(args.out, "universal.png"))
+        shown = _shown(args, y[half:], rep.succeeded[eps], 4)
+        plot.universal(res, model, x[half:][shown], path=os.path.join(args.out, "universal.png"))
         out.update(report=rep.to_dict(), universal=res.to_dict())
+        out["images"] = _used(classes, pick, y, [{"role": "fit"}] * half + [{"role": "held out"}] * (len(x) - half))
+        out["examples"] = _used(classes, pick[half:][shown], y[half:][shown])
     else:
         fn, uses_eps = _attack_fn(args)
         rep = attacks.evaluate(model, fn, x, y, epsilons=args.eps if uses_eps else None,
@@ -168,9 +242,15 @@ def run(args):
         if k:
             adv = rep.adversarial[eps_show]
             x_np = np.asarray(x.get() if hasattr(x, "get") else x)
-            plot.examples(model, x_np[:k], adv[:k], labels=y[:k], path=os.path.join(args.out, "examples.png"),
-                          title=f"{rep.attack}" + (f", eps {eps_show:.4g} ({255 * eps_show:.1f}/255)"
-                                                   if eps_show is not None else ""))
+            shown = _shown(args, y, rep.succeeded[eps_show], k)
+            wins = int(rep.succeeded[eps_show].sum())
+            title = (f"{rep.attack}" + (f", eps {eps_text(eps_show)}" if eps_show is not None else "")
+                     + f": {wins} of {len(x)} images turned from right to wrong"
+                     + ("" if args.index or not wins else ", shown first"))
+            plot.examples(model, x_np[shown], adv[shown], labels=y[shown], path=os.path.join(args.out, "examples.png"),
+                          title=title)
+            out["examples"] = _used(classes, pick[shown], y[shown],
+                                    [{"fooled": bool(rep.succeeded[eps_show][i])} for i in shown])
         if uses_eps:
             plot.robust_accuracy(rep, path=os.path.join(args.out, "robust_accuracy.png"))
         out["report"] = rep.to_dict()

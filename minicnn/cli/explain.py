@@ -28,7 +28,7 @@ model.named_modules() names them: see --list-layers."""
 EXAMPLES = """\
 examples:
   minicnn explain --checkpoint runs/simple_cnn/best.npz --images cat.png dog.jpg --out explain/
-  minicnn explain --checkpoint runs/resnet20/best.npz --index 0 12 57 --method grad_cam occlusion
+  minicnn explain --checkpoint runs/resnet20/best.npz --index 12 3456 7890 --method grad_cam occlusion
   minicnn explain --checkpoint runs/simple_cnn/best.npz --list-layers"""
 
 INPUT_SIZE = (32, 32)   # every model of minicnn.models takes 32x32 images
@@ -42,7 +42,9 @@ def add_parser(sub):
     p.add_argument("--checkpoint", required=True, help="a checkpoint written by minicnn train (.npz)")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--images", nargs="+", metavar="IMAGE", help="image files (any format Pillow reads)")
-    which.add_argument("--index", nargs="+", type=integer, metavar="I", help="test-set images by index")
+    which.add_argument("--index", nargs="+", type=integer, metavar="I",
+                       help="test-set images by index, exactly these (an image-folder test set is sorted by "
+                            "class: CIFAR-10's class k holds indices 1000k to 1000k+999)")
     p.add_argument("--data", default=None,
                    help="where the test set is, for --index (default: the data the checkpoint was trained on, "
                         "else minicnn train's default places)")
@@ -151,12 +153,12 @@ def list_layers(model, channels):
     from ..autograd import Tensor, no_grad
     from ..backend import to_device
     from ..explain import layer_geometry
-    from ..explain._common import analysis_mode, capture, model_dtype_device
+    from ..analysis import analysis_mode, capture, model_device_dtype
 
     shape = (1, channels) + INPUT_SIZE
     named = [(n, m) for n, m in model.named_modules() if n]
     geometry = layer_geometry(model, shape)
-    dtype, device = model_dtype_device(model)
+    device, dtype = model_device_dtype(model)
     with analysis_mode(model), no_grad(), capture(dict(named)) as outs:
         model(Tensor(to_device(np.zeros(shape, dtype=dtype), device)))
     lines = [f"{'layer':<28} {'type':<18} {'output':<18} receptive field (size / jump)"]
@@ -169,13 +171,25 @@ def list_layers(model, channels):
     return lines
 
 
+def _title(classes, predicted, probs, target, label):
+    """The image panel's title: what is explained (the prediction, or the --target), with probabilities."""
+    lines = [] if label is None else [f"true {classes[label]}"]
+    if target is None:
+        lines.append(f"predicted {classes[predicted]}: p = {probs[predicted]:.2f}")
+    else:
+        lines.append(f"target {classes[target]}: p = {probs[target]:.2f}")
+        if predicted != target:
+            lines.append(f"(predicted {classes[predicted]}: p = {probs[predicted]:.2f})")
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------ run
 def run(args):
     import numpy as np
 
     from ..checkpoint import load_checkpoint, load_model
     from ..errors import CheckpointError
-    from ..explain import activations, explain_all, predict
+    from ..explain import activations, default_cam_layer, explain_all, predict
     from ..explain import plot
     from ..explain.report import METHODS
 
@@ -238,23 +252,22 @@ def run(args):
         print(f"{m}: skipped, it needs global average pooling then one linear layer at the end "
               f"(use grad_cam); {why.split(': ', 1)[-1]}")
     written = []
+    cam_layer = None                    # the layer CAM, Grad-CAM and the activations are taken at
+    if {"cam", "grad_cam"} & set(results) or "activations" in methods:
+        cam_layer = args.layer or default_cam_layer(model, xd)
     for i, stem in enumerate(stems):
-        title = f"{classes[targets[i]]}: p = {probs[i, targets[i]]:.2f}"
-        if labels is not None:
-            title = f"true {classes[labels[i]]}\n" + title
-        elif target is None:
-            title = "predicted " + title
+        title = _title(classes, pred[i], probs[i], target, None if labels is None else labels[i])
         for m, r in results.items():
             path = os.path.join(args.out, f"{stem}_{m}.png")
-            plot.method_figure(x[i], m, to_device(r[i], "cpu"), title, path)
+            plot.method_figure(x[i], m, to_device(r[i], "cpu"), title, path, layer=cam_layer)
             written.append(path)
         if results:
             path = os.path.join(args.out, f"{stem}_overview.png")
-            plot.overview(x[i], {m: to_device(r[i], "cpu") for m, r in results.items()}, title, path)
+            plot.overview(x[i], {m: to_device(r[i], "cpu") for m, r in results.items()}, title, path,
+                          layer=cam_layer)
             written.append(path)
     if "activations" in methods:
-        from ..explain import default_cam_layer
-        layer = args.layer or default_cam_layer(model, xd)
+        layer = cam_layer
         acts = to_device(activations(model, xd, layer), "cpu")
         for i, stem in enumerate(stems):
             path = os.path.join(args.out, f"{stem}_activations.png")

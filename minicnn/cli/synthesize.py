@@ -243,7 +243,8 @@ def run_layers(args):
 
     from ..autograd import Tensor, no_grad
     from ..backend import to_device
-    from ..synthesize import frozen, relu_layers
+    from ..analysis import analysis_mode
+    from ..synthesize import relu_layers
 
     model = _load(args)
     channels = int(model.normalize.mean.shape[0]) if hasattr(model, "normalize") else 3
@@ -258,7 +259,7 @@ def run_layers(args):
     try:
         for name, m in model.named_modules():
             handles.append(m.register_forward_hook(record(name)))
-        with frozen(model), no_grad():
+        with analysis_mode(model), no_grad():
             x = to_device(np.full((1, channels) + tuple(args.size), 0.5, dtype=np.float32), args.device)
             try:
                 model(Tensor(x))

@@ -27,7 +27,8 @@ import numpy as np
 from ..autograd import Tensor, no_grad
 from ..backend import device_of, get_array_module, to_device
 from ..functional import relu_backward_rule, softmax
-from ._common import analysis_mode, as_batch, on_device_of, resolve_targets
+from ..analysis import analysis_mode, as_images, on_device_of
+from ._common import resolve_targets
 
 __all__ = ["gradient", "saliency", "deconvnet", "guided_backprop", "smoothgrad", "integrated_gradients",
            "completeness_gap", "occlusion", "saliency_map"]
@@ -59,7 +60,7 @@ def _input_gradient(model, data, target, rule="gradient"):
 
 
 def _backward_map(model, x, target, rule):
-    data = as_batch(x, model)
+    data = as_images(x, model)
     with analysis_mode(model):
         return on_device_of(x, _input_gradient(model, data, target, rule)[0])
 
@@ -146,7 +147,7 @@ def smoothgrad(model, x, target=None, samples=25, noise=0.15, seed=0):
         raise ValueError(f"smoothgrad: samples must be a positive int, got {samples!r}")
     if isinstance(noise, bool) or not isinstance(noise, (int, float, np.integer, np.floating)) or not noise >= 0:
         raise ValueError(f"smoothgrad: noise must be a number >= 0 (a fraction of the image's range), got {noise!r}")
-    data = as_batch(x, model)
+    data = as_images(x, model)
     xp = get_array_module(data)
     n = data.shape[0]
     flat = data.reshape(n, -1)
@@ -195,7 +196,7 @@ def integrated_gradients(model, x, target=None, baseline=None, steps=50, return_
     """
     if not isinstance(steps, (int, np.integer)) or steps < 1:
         raise ValueError(f"integrated_gradients: steps must be a positive int, got {steps!r}")
-    data = as_batch(x, model)
+    data = as_images(x, model)
     base = _baseline_like(baseline, data, "integrated_gradients")
     xp = get_array_module(data)
     n = data.shape[0]
@@ -231,7 +232,7 @@ def completeness_gap(model, x, attributions, target=None, baseline=None):
     ``target`` and ``baseline`` must be those the attributions were made with
     (None: the predicted class on x; a black baseline).
     """
-    data = as_batch(x, model)
+    data = as_images(x, model)
     base = _baseline_like(baseline, data, "completeness_gap")
     attributions = attributions.data if isinstance(attributions, Tensor) else attributions
     attributions = to_device(attributions, device_of(data))
@@ -268,7 +269,7 @@ def occlusion(model, x, target=None, window=8, stride=4, baseline=0.5, score="pr
     """
     if score not in ("probability", "logit"):
         raise ValueError(f"occlusion: score must be 'probability' or 'logit', got {score!r}")
-    data = as_batch(x, model)
+    data = as_images(x, model)
     xp = get_array_module(data)
     n, _, height, width = data.shape
     wh, ww = _pair(window, "window")

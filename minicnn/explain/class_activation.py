@@ -27,8 +27,8 @@ either to the input's (H, W) bilinearly (before normalising).
 from ..autograd import Tensor, no_grad
 from ..backend import get_array_module
 from ..nn import Conv2d, Linear
-from ._common import (analysis_mode, as_batch, capture, find_layer, normalize_map, on_device_of, resolve_targets,
-                      upsample as _upsample)
+from ..analysis import analysis_mode, as_images, capture, find_layer, on_device_of
+from ._common import normalize_map, resolve_targets, upsample as _upsample
 
 __all__ = ["cam", "grad_cam", "default_cam_layer"]
 
@@ -46,7 +46,7 @@ def default_cam_layer(model, x):
     of the last ``Conv2d``'s output (its ReLU in simple_cnn, the last
     residual stage in a ResNet, which feeds global average pooling).
     """
-    data = as_batch(x, model)
+    data = as_images(x, model)
     order = []
     named = [(n, m) for n, m in model.named_modules() if n]
     with analysis_mode(model), no_grad():
@@ -82,7 +82,7 @@ def cam(model, x, target=None, layer=None, upsample=False, normalize=False):
     map sum_k w_k^c f_k(x, y) (no bias), or with ``normalize=True`` the
     [0, 1] picture (see the module docstring, also for all-negative maps).
     """
-    data = as_batch(x, model)
+    data = as_images(x, model)
     name = _layer_name(model, x, layer)
     _, module = find_layer(model, name)
     linears = {n: m for n, m in model.named_modules() if isinstance(m, Linear)}
@@ -125,7 +125,7 @@ def grad_cam(model, x, target=None, layer=None, upsample=False, normalize=False)
     requires a gradient, inside the forward hook), so the layers below it
     are not differentiated.
     """
-    data = as_batch(x, model)
+    data = as_images(x, model)
     name = _layer_name(model, x, layer)
     _, module = find_layer(model, name)
     leaf = {}

@@ -7,7 +7,7 @@ import numpy as np
 from ..autograd import Tensor, no_grad
 from ..backend import to_device
 from ..nn import Conv2d, Module
-from ._common import analysis_mode, as_batch, capture, find_layer, model_dtype_device, on_device_of
+from ..analysis import analysis_mode, as_images, capture, find_layer, model_device_dtype, on_device_of
 from .receptive_field import receptive_field
 
 __all__ = ["activations", "top_activating", "TopActivating", "filters"]
@@ -23,7 +23,7 @@ def activations(model, x, layers):
     """
     single = isinstance(layers, (str, Module))
     wanted = dict(find_layer(model, layer) for layer in ([layers] if single else layers))
-    data = as_batch(x, model)
+    data = as_images(x, model)
     with analysis_mode(model), no_grad(), capture(wanted) as outs:
         model(Tensor(data))
     missing = [n for n in wanted if n not in outs]
@@ -86,7 +86,7 @@ def top_activating(model, dataset, layer, channel, k=9, batch_size=256):
     n = len(dataset)
     if n == 0:
         raise ValueError("top_activating: the dataset is empty")
-    dtype, device = model_dtype_device(model)
+    device, dtype = model_device_dtype(model)
     best_idx = np.zeros(0, np.int64)
     best_val = np.zeros(0, np.float64)
     best_pos = np.zeros((0, 2), np.int64)

@@ -35,7 +35,7 @@ import numpy as np
 from ..autograd import Tensor, no_grad
 from ..backend import get_array_module, to_device
 from ..nn import AdaptiveAvgPool2d, AvgPool2d, Conv2d, ConvTranspose2d, Flatten, MaxPool2d, Normalize
-from ._common import analysis_mode, find_layer, model_dtype_device
+from ..analysis import analysis_mode, find_layer, model_device_dtype
 
 __all__ = ["Pair", "Geometry", "layer_geometry", "receptive_field", "effective_receptive_field"]
 
@@ -176,7 +176,7 @@ def layer_geometry(model, input_shape=(3, 32, 32)):
     inherits the geometry of the latest module output of its map size.
     """
     shape = _full_shape(model, input_shape)
-    dtype, device = model_dtype_device(model)
+    device, dtype = model_device_dtype(model)
     x = Tensor(to_device(np.zeros(shape, dtype=dtype), device))
 
     known = {}        # id(tensor) -> (tensor, geometry): the tensor is kept so its id stays unique
@@ -294,16 +294,16 @@ def effective_receptive_field(model, layer, input_size=(32, 32), x=None, samples
     (``receptive_field(...).region(h // 2, w // 2)``); most of the mass sits
     in a much smaller, roughly Gaussian blob around the centre.
     """
-    from ._common import as_batch, capture, on_device_of
+    from ..analysis import as_images, capture, on_device_of
 
     name, module = find_layer(model, layer)
     if x is None:
         shape = _full_shape(model, input_size)
-        dtype, device = model_dtype_device(model)
+        device, dtype = model_device_dtype(model)
         rng = np.random.default_rng(seed)
         data = to_device(rng.random((int(samples),) + shape[1:]).astype(dtype), device)
     else:
-        data = as_batch(x, model)
+        data = as_images(x, model)
     xp = get_array_module(data)
     with analysis_mode(model):
         xt = Tensor(data, requires_grad=True)

@@ -1,29 +1,17 @@
 """Every method on a batch of images at once: what ``minicnn explain`` and the overview figure show."""
 from collections import OrderedDict
 
-import numpy as np
-
+from ..analysis import analysis_mode, as_images, on_device_of, predict
 from ..autograd import Tensor, no_grad
-from ..backend import to_device
-from ..functional import softmax
 from .attribution import deconvnet, gradient, guided_backprop, integrated_gradients, occlusion, saliency, smoothgrad
 from .class_activation import cam, default_cam_layer, grad_cam
-from ._common import analysis_mode, as_batch, on_device_of, resolve_targets
+from ._common import resolve_targets
 
 __all__ = ["METHODS", "predict", "explain_all"]
 
 # The methods ``explain_all`` and ``minicnn explain --method`` know, in the overview's order.
 METHODS = ("saliency", "gradient", "smoothgrad", "deconvnet", "guided_backprop", "integrated_gradients",
            "occlusion", "cam", "grad_cam")
-
-
-def predict(model, x):
-    """(classes (N,), probabilities (N,), all probabilities (N, K)) of the model on x, on the CPU."""
-    data = as_batch(x, model)
-    with analysis_mode(model), no_grad():
-        p = softmax(model(Tensor(data)), axis=1).data
-    p = to_device(p, "cpu").astype(np.float64)
-    return p.argmax(1), p.max(1), p
 
 
 def explain_all(model, x, target=None, methods=METHODS, layer=None, samples=25, steps=50, window=None,
@@ -41,7 +29,7 @@ def explain_all(model, x, target=None, methods=METHODS, layer=None, samples=25, 
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)} or 'all'")
-    data = as_batch(x, model)
+    data = as_images(x, model)
     side = min(data.shape[2:])
     window = window or max(1, side // 4)
     stride = stride or max(1, side // 8)

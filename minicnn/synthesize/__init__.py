@@ -14,13 +14,14 @@ Building blocks (functions of Tensors, gradient-checked): ``total_variation``,
 objectives in ``minicnn.synthesize.objectives``; figures in
 ``minicnn.synthesize.plot``; image files in ``minicnn.synthesize.images``.
 Every method returns ``(image, history)``: the image (N, C, H, W) in [0, 1]
-and the objective it minimised at each step. The model is never changed.
+and the objective it minimised at each step. The model is never changed
+(``minicnn.analysis.analysis_mode``); layers are found by ``minicnn.analysis.find_layer``.
 """
 from . import objectives
-from .core import History, frozen, layer_features, optimize_image, relu_layers, resolve_layer
+from .core import History, layer_features, optimize_image, relu_layers
 from .losses import content_loss, feature_loss, gram_matrix, style_loss, total_variation
 from .methods import class_model, deep_dream, invert, style_transfer
 
 __all__ = ["class_model", "invert", "deep_dream", "style_transfer", "total_variation", "gram_matrix",
-           "content_loss", "style_loss", "feature_loss", "objectives", "History", "frozen",
-           "layer_features", "optimize_image", "relu_layers", "resolve_layer"]
+           "content_loss", "style_loss", "feature_loss", "objectives", "History",
+           "layer_features", "optimize_image", "relu_layers"]

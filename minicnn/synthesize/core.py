@@ -1,11 +1,13 @@
-"""What every synthesis method shares: layers by name, a frozen model, features, image helpers, the loop.
+"""What every synthesis method shares beyond ``minicnn.analysis``: features, image helpers, the loop.
 
-- ``resolve_layer(model, layer)``: a layer named as ``model.named_modules()``
-  names it ('' is the whole model, i.e. the logits), or the module itself.
-- ``frozen(model)``: a context manager that runs the model in eval mode with
-  every parameter's ``requires_grad`` off (so backward computes the image's
-  gradient only) and puts back the caller's modes, flags and ``.grad``
-  afterwards, also when the body raises.
+``minicnn.analysis`` holds what every analysis shares: layers named as
+``model.named_modules()`` names them ('' is the whole model, i.e. the
+logits) or the module itself (``find_layer``); the guard that runs the model
+in eval mode with every parameter's ``requires_grad`` off (so backward
+computes the image's gradient only) and puts back the caller's modes, flags
+and ``.grad`` afterwards, also when the body raises (``analysis_mode``); the
+image check (``as_images``).
+
 - ``layer_features(model, x, layers)``: the outputs of the named layers for
   input ``x``, taken by forward hooks; the forward pass stops as soon as the
   last of them is computed, so a layer before the flatten/linear head works
@@ -17,16 +19,13 @@
   records the objective it minimises in a ``History``.
 """
 import math
-from contextlib import contextmanager
-
 import numpy as np
 
-from ..analysis import analysis_mode
+from ..analysis import find_layer
 from ..autograd import Tensor, no_grad
-from ..backend import as_array, device_of, get_array_module, to_device
+from ..backend import device_of, get_array_module, to_device
 
-__all__ = ["History", "resolve_layer", "layer_names", "relu_layers", "frozen", "layer_features", "model_device_dtype",
-           "as_images", "gaussian_blur", "resize", "roll", "optimize_image"]
+__all__ = ["History", "relu_layers", "layer_features", "gaussian_blur", "resize", "roll", "optimize_image"]
 
 
 class History(list):
@@ -56,11 +55,6 @@ class History(list):
 
 
 # ------------------------------------------------------------------ layers
-def layer_names(model):
-    """The names ``resolve_layer`` accepts: those of ``model.named_modules()`` ('' is the model)."""
-    return [name for name, _ in model.named_modules()]
-
-
 def relu_layers(model):
     """Names of the model's ReLU modules in registration order (for a Sequential: the forward order).
 
@@ -74,28 +68,6 @@ def relu_layers(model):
     return names
 
 
-def resolve_layer(model, layer):
-    """``(name, module)`` for ``layer``: a name from ``model.named_modules()`` or a module of the model.
-
-    ``''`` (or None) is the whole model: its output, the logits.
-    """
-    if layer is None:
-        layer = ""
-    named = list(model.named_modules())
-    if isinstance(layer, str):
-        for name, module in named:
-            if name == layer:
-                return name, module
-        shown = ", ".join(repr(n) for n, _ in named[1:13]) + (", ..." if len(named) > 13 else "")
-        raise ValueError(f"layer {layer!r} is not a layer of the model; layers are named as "
-                         f"model.named_modules() names them: {shown} ('' is the whole model)")
-    for name, module in named:
-        if module is layer:
-            return name, module
-    raise ValueError(f"layer: the module {type(layer).__name__} passed is not part of the model; "
-                     f"pass one of its modules or a name from model.named_modules()")
-
-
 class _StopForward(Exception):
     """Raised by a capture hook once every requested layer has been computed."""
 
@@ -107,11 +79,11 @@ def layer_features(model, x, layers):
     stops right after the last requested layer, so the network's head is
     never run for a feature layer (and need not accept x's size). The hooks
     are removed before this returns, also on an error. The caller decides the
-    mode and grad settings (see ``frozen``).
+    mode and grad settings (see ``minicnn.analysis.analysis_mode``).
     """
     wanted = {}                           # id(module) -> (module, [names])
     for layer in layers:
-        name, module = resolve_layer(model, layer)
+        name, module = find_layer(model, layer)
         wanted.setdefault(id(module), (module, []))[1].append(name)
     captured = {}
 
@@ -143,25 +115,6 @@ def layer_features(model, x, layers):
     return captured
 
 
-@contextmanager
-def frozen(model):
-    """``minicnn.analysis.analysis_mode``: eval mode, frozen parameters, grad mode on; all restored after.
-
-    With ``requires_grad`` off, backward computes only the image's gradient
-    (no weight gradients: less work, and the model's ``.grad`` stays as it was).
-    """
-    with analysis_mode(model):
-        yield model
-
-
-def model_device_dtype(model, default_device="cpu"):
-    """The device and floating dtype of the model's first parameter (or buffer); float32 on the CPU if none."""
-    for t in list(model.parameters()) + list(model.buffers()):
-        if t.dtype.kind == "f":
-            return t.device, t.dtype
-    return default_device, np.dtype(np.float32)
-
-
 def input_channels(model):
     """Number of image channels the model takes: from its first Normalize or Conv2d (3 if neither)."""
     for m in model.modules():
@@ -170,34 +123,6 @@ def input_channels(model):
         if type(m).__name__ == "Normalize":
             return int(m.mean.shape[0])
     return 3
-
-
-def as_images(x, name, device, dtype):
-    """``x`` (Tensor or array, (N, C, H, W) or (C, H, W), values in [0, 1]) as a raw array on device.
-
-    Returns ``(array, input_device)``; ``array`` is a float copy of shape
-    (N, C, H, W) with ``dtype`` on ``device``.
-    """
-    data = x.data if isinstance(x, Tensor) else as_array(x)
-    if data.ndim == 3:
-        data = data[None]
-    if data.ndim != 4:
-        raise ValueError(f"{name} must be images of shape (N, C, H, W) or (C, H, W), got shape {tuple(data.shape)}")
-    if data.shape[0] == 0 or data.shape[2] == 0 or data.shape[3] == 0:
-        raise ValueError(f"{name} is empty: shape {tuple(data.shape)}")
-    src_device = device_of(data)
-    xp = get_array_module(data)
-    if data.dtype.kind not in "fiu":
-        raise TypeError(f"{name} must hold numbers, got dtype {data.dtype}")
-    if not bool(xp.all(xp.isfinite(data))):
-        raise ValueError(f"{name} holds NaN or infinite values")
-    lo, hi = float(data.min()), float(data.max())
-    if lo < -1e-6 or hi > 1 + 1e-6:
-        raise ValueError(f"{name} must hold pixels in [0, 1], got values in [{lo:.4g}, {hi:.4g}] "
-                         f"(divide 8-bit images by 255)")
-    arr = to_device(data, device).astype(dtype, copy=True)
-    get_array_module(arr).clip(arr, 0.0, 1.0, out=arr)
-    return arr, src_device
 
 
 def check_positive(value, name, integer=False, allow_zero=False):
@@ -317,7 +242,7 @@ def optimize_image(model, objective, x0, steps, lr=0.05, optimizer="adam", jitte
     """Minimise ``objective`` over the pixels of ``x0`` through the (frozen) ``model``.
 
     Args:
-        model: the network; the caller wraps the call in ``frozen(model)``.
+        model: the network; the caller wraps the call in ``analysis_mode(model)``.
         objective: an ``Objective`` (see ``minicnn.synthesize.objectives``):
             ``objective.evaluate(model, x)`` returns the scalar Tensor to
             minimise and a dict of its terms' values.

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backend import to_device
+from ..plotting import as_hwc
 
-__all__ = ["load_image", "save_image", "shared_images_dir", "to_hwc"]
+__all__ = ["load_image", "save_image", "shared_images_dir"]
 
 
 def load_image(path, size=None, channels=3, dtype=np.float32):
@@ -44,27 +44,11 @@ def load_image(path, size=None, channels=3, dtype=np.float32):
     return np.clip(a.transpose(2, 0, 1)[None], 0, 1).astype(dtype)
 
 
-def to_hwc(image):
-    """One image (C, H, W) or (1, C, H, W), array or Tensor, as a NumPy (H, W, C) or (H, W) array in [0, 1]."""
-    from ..autograd import Tensor
-
-    data = image.data if isinstance(image, Tensor) else image
-    a = np.asarray(to_device(data, "cpu"), dtype=np.float64)
-    if a.ndim == 4:
-        if a.shape[0] != 1:
-            raise ValueError(f"to_hwc: expected one image, got a batch of {a.shape[0]}")
-        a = a[0]
-    if a.ndim != 3:
-        raise ValueError(f"to_hwc: expected (C, H, W), got shape {a.shape}")
-    a = np.clip(a, 0, 1).transpose(1, 2, 0)
-    return a[..., 0] if a.shape[2] == 1 else a
-
-
 def save_image(path, image, scale=1):
     """Write one image (C, H, W) or (1, C, H, W) in [0, 1] as a PNG, enlarged ``scale`` times (nearest)."""
     from PIL import Image
 
-    a = np.round(to_hwc(image) * 255).astype(np.uint8)
+    a = np.round(as_hwc(image) * 255).astype(np.uint8)
     im = Image.fromarray(a)
     if scale != 1:
         im = im.resize((im.size[0] * int(scale), im.size[1] * int(scale)), Image.NEAREST)

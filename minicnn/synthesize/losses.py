@@ -11,6 +11,7 @@ in float64.
 - ``style_loss(features, target)``: squared difference of Gram matrices.
 - ``feature_loss(model, layer, x, target)``: content loss at a layer of a model.
 """
+from ..analysis import find_layer
 from ..autograd import Tensor
 from ..backend import as_array, to_device
 
@@ -154,11 +155,11 @@ def feature_loss(model, layer, x, target_features, relative=False):
     The model runs in eval mode (the caller's mode is restored); the forward
     pass stops at ``layer``. Its parameters stay in the graph as in any
     forward pass, so a backward also fills their ``.grad`` if they require
-    grad: the synthesis methods freeze them (``core.frozen``) first.
+    grad: the synthesis methods freeze them (``minicnn.analysis.analysis_mode``) first.
     """
-    from .core import layer_features, resolve_layer
+    from .core import layer_features
 
-    name, _ = resolve_layer(model, layer)
+    name, _ = find_layer(model, layer)
     x = x if isinstance(x, Tensor) else Tensor(as_array(x))
     modes = [(m, m.training) for m in model.modules()]
     try:

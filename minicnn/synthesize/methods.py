@@ -6,7 +6,7 @@ network. Conventions (shared with ``minicnn.explain`` and ``minicnn.attacks``):
 - ``model`` takes pixels in [0, 1] and returns logits (``minicnn.load_model``).
   It is never changed: parameters, their ``.grad``, buffers, train/eval
   mode, ``requires_grad`` flags and hooks are as before, also when a method
-  raises (``core.frozen``).
+  raises (``minicnn.analysis.analysis_mode``).
 - Layers are named as ``model.named_modules()`` names them ('' is the model
   itself, i.e. the logits), or passed as the module.
 - Pixels stay in [0, 1]: the image is optimised directly in pixel space and
@@ -29,8 +29,9 @@ from ..backend import to_device
 from ..nn import Module
 from . import objectives as obj
 from .losses import gram_matrix
-from .core import (History, as_images, check_positive, clip_small_pixels, frozen, gaussian_blur, input_channels,
-                   layer_features, model_device_dtype, optimize_image, resize, resolve_layer)
+from ..analysis import analysis_mode, as_images, find_layer, model_device_dtype, on_device_of
+from .core import (History, check_positive, clip_small_pixels, gaussian_blur, input_channels, layer_features,
+                   optimize_image, resize)
 
 __all__ = ["class_model", "invert", "deep_dream", "style_transfer"]
 
@@ -136,7 +137,7 @@ def class_model(model, target, size=(32, 32), steps=200, lr=0.05, l2=3e-3, blur_
                 x[...] = gaussian_blur(x, blur_sigma)
             clip_small_pixels(x, clip_small)
 
-    with frozen(model):
+    with analysis_mode(model):
         with no_grad():
             grey = model(Tensor(to_device(np.full((1, c, h, w), 0.5, dtype=dtype), device)))
             n_classes = grey.shape[1]
@@ -196,11 +197,11 @@ def invert(model, x, layer, steps=200, lr=0.05, tv=0.01, beta=2.0, init="noise",
     if init not in ("noise", "grey"):
         raise ValueError(f"init must be 'noise' or 'grey', got {init!r}")
     device, dtype = model_device_dtype(model)
-    images, src_device = as_images(x, "x", device, dtype)
-    name, _ = resolve_layer(model, layer)
+    images = as_images(x, model).astype(dtype)             # a copy of its own, in the model's dtype
+    name, _ = find_layer(model, layer)
     rng = np.random.default_rng(seed)
     x0 = _noise(rng, images.shape, 0.1 if init == "noise" else 0.0, device, dtype)
-    with frozen(model):
+    with analysis_mode(model):
         with no_grad():
             phi0 = layer_features(model, Tensor(images), [name])[name].detach()
         match = obj.feature_match(name, phi0, relative=True, name="relative_error")
@@ -210,7 +211,7 @@ def invert(model, x, layer, steps=200, lr=0.05, tv=0.01, beta=2.0, init="noise",
         with no_grad():
             _, terms = match.evaluate(model, Tensor(out))
     history.info.update(relative_error=terms["relative_error"], layer=name)
-    return to_device(out, src_device), history
+    return on_device_of(x, out), history
 
 
 # ------------------------------------------------------------------ DeepDream
@@ -244,8 +245,8 @@ def deep_dream(model, x, layer, steps=10, octaves=3, octave_scale=1.4, lr=0.005,
     if not (isinstance(octave_scale, (int, float)) and octave_scale >= 1):
         raise ValueError(f"octave_scale must be a number >= 1, got {octave_scale!r}")
     device, dtype = model_device_dtype(model)
-    images, src_device = as_images(x, "x", device, dtype)
-    name, _ = resolve_layer(model, layer)
+    images = as_images(x, model).astype(dtype)             # a copy of its own, in the model's dtype
+    name, _ = find_layer(model, layer)
     objective = -(obj.layer_power(name) if channel is None else obj.channel(name, int(channel)))
     h, w = images.shape[2:]
     sizes = [(max(1, int(round(h / octave_scale ** k))), max(1, int(round(w / octave_scale ** k))))
@@ -253,7 +254,7 @@ def deep_dream(model, x, layer, steps=10, octaves=3, octave_scale=1.4, lr=0.005,
     history = History()
     starts = []
     rng = np.random.default_rng(seed)
-    with frozen(model):
+    with analysis_mode(model):
         detail = None
         for k, size in enumerate(sizes):
             base = resize(images, size)
@@ -266,7 +267,7 @@ def deep_dream(model, x, layer, steps=10, octaves=3, octave_scale=1.4, lr=0.005,
                                             desc=f"dream octave {k + 1}/{len(sizes)}", history=history)
             detail = dream - base
     history.info.update(octave_sizes=sizes, octave_start=starts, layer=name)
-    return to_device(dream, src_device), history
+    return on_device_of(x, dream), history
 
 
 # ------------------------------------------------------------ style transfer
@@ -332,8 +333,8 @@ def style_transfer(model, content, style, content_layer, style_layers, content_w
     if not style_layers:
         raise ValueError("style_layers: give at least one layer")
     device, dtype = model_device_dtype(model)
-    content_img, src_device = as_images(content, "content", device, dtype)
-    style_img, _ = as_images(style, "style", device, dtype)
+    content_img = as_images(content, model, name="content").astype(dtype)
+    style_img = as_images(style, model, name="style").astype(dtype)
     if style_img.shape[1] != content_img.shape[1]:
         raise ValueError(f"style has {style_img.shape[1]} channels but content has {content_img.shape[1]}")
     out_hw = _fit_size(content_img.shape[2:], size)
@@ -342,15 +343,15 @@ def style_transfer(model, content, style, content_layer, style_layers, content_w
     side = max(out_hw) if style_size is None else check_positive(style_size, "style_size", integer=True)
     scale = side / max(sh, sw)
     style_img = resize(style_img, (max(1, int(round(sh * scale))), max(1, int(round(sw * scale)))))
-    c_name = resolve_layer(model, content_layer)[0]
-    s_names = [resolve_layer(model, s)[0] for s in style_layers]
+    c_name = find_layer(model, content_layer)[0]
+    s_names = [find_layer(model, s)[0] for s in style_layers]
 
     rng = np.random.default_rng(seed)
     if init == "content":
         x0 = content_img.copy()
     else:
         x0 = to_device(rng.uniform(0, 1, content_img.shape).astype(dtype), device)
-    with frozen(model):
+    with analysis_mode(model):
         with no_grad():
             target_content = layer_features(model, Tensor(content_img), [c_name])[c_name].detach()
             feats = layer_features(model, Tensor(style_img), s_names)
@@ -361,4 +362,4 @@ def style_transfer(model, content, style, content_layer, style_layers, content_w
         x, history = optimize_image(model, objective, x0, steps, lr=lr, optimizer=optimizer, seed=_child_seed(rng),
                                     progress=progress, desc="style transfer")
     history.info.update(size=out_hw, content_layer=c_name, style_layers=s_names)
-    return to_device(x, src_device), history
+    return on_device_of(content, x), history

@@ -14,7 +14,8 @@ Terms built from the "maximise this" side (``logit``, ``channel``,
 ``layer_power``) are negated to be minimised, as above.
 """
 from ..autograd import Tensor
-from .core import layer_features, resolve_layer
+from ..analysis import find_layer
+from .core import layer_features
 from .losses import content_loss, style_loss, total_variation
 
 __all__ = ["Objective", "logit", "channel", "layer_power", "feature_match", "style", "tv", "l2"]
@@ -62,7 +63,7 @@ class Objective:
         """(total, {name: value}): the weighted sum to minimise (a Tensor) and each term's value."""
         names = self.layers
         if names:
-            names = [resolve_layer(model, n)[0] for n in names]
+            names = [find_layer(model, n)[0] for n in names]
             feats = layer_features(model, x, names)
         else:
             feats = {}

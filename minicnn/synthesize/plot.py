@@ -1,6 +1,6 @@
-"""Figures for minicnn.synthesize (matplotlib, Agg backend chosen inside each function).
+"""Figures for minicnn.synthesize (matplotlib through ``minicnn.plotting``: Agg, imported when drawing).
 
-Each function returns the figure and, given ``path``, saves it as a PNG.
+Each function returns the figure and, given ``path``, saves it as a PNG (and closes it).
 
 - ``plot_images``: a grid of images with titles (a result, a batch).
 - ``plot_history``: the objective per step, and its terms.
@@ -9,70 +9,34 @@ Each function returns the figure and, given ``path``, saves it as a PNG.
 - ``plot_inversions``: the original and its reconstruction from each layer.
 - ``plot_style_transfer``: content, style and result side by side.
 """
-import math
-
 import numpy as np
 
-from .images import to_hwc
+from ..plotting import SUPTITLE, grid, pyplot, save, show_image
 
 __all__ = ["plot_images", "plot_history", "plot_class_models", "plot_inversions", "plot_style_transfer"]
 
 
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
 def _batch(images):
-    """A batch (N, C, H, W) array/Tensor or a list of single images as a list of (H, W[, C]) arrays."""
-    if isinstance(images, (list, tuple)):
-        return [to_hwc(im) for im in images]
-    from ..autograd import Tensor
-
-    data = images.data if isinstance(images, Tensor) else images
-    return [to_hwc(data[i]) for i in range(data.shape[0])]
-
-
-def _show(ax, img, title=None):
-    ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    if title:
-        ax.set_title(title, fontsize=9)
-
-
-def _save(fig, path):
-    if path is not None:
-        fig.savefig(path, dpi=100, bbox_inches="tight")
-    return fig
+    """A batch (N, C, H, W) array/Tensor or a list of single images, as a list of single images."""
+    return list(images) if isinstance(images, (list, tuple)) else [images[i] for i in range(images.shape[0])]
 
 
 def plot_images(images, titles=None, ncols=None, suptitle=None, path=None, panel=2.0):
     """A grid of images (a batch (N, C, H, W) or a list of images), each with its title."""
-    plt = _pyplot()
     ims = _batch(images)
-    n = len(ims)
-    ncols = ncols or min(n, 5)
-    nrows = math.ceil(n / ncols)
     lines = max((t.count("\n") + 1 for t in titles), default=0) if titles else 0
-    fig, axes = plt.subplots(nrows, ncols, squeeze=False,
-                             figsize=(panel * ncols, (panel + 0.18 * lines) * nrows + (0.4 if suptitle else 0)))
-    for k, ax in enumerate(axes.ravel()):
-        if k < n:
-            _show(ax, ims[k], titles[k] if titles else None)
-        else:
-            ax.axis("off")
+    fig, axes = grid(len(ims), ncols or 5, panel=(panel, panel + 0.18 * lines), extra_height=0.4 if suptitle else 0)
+    for k, ax in enumerate(axes):
+        show_image(ax, ims[k], titles[k] if titles else None)
     if suptitle:
-        fig.suptitle(suptitle)
+        fig.suptitle(suptitle, fontsize=SUPTITLE)
     fig.tight_layout()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_history(history, title="objective (minimised)", path=None, terms=True):
     """The objective per step (left) and, if the history has several terms, each term on a log scale (right)."""
-    plt = _pyplot()
+    plt = pyplot()
     names = [n for n in getattr(history, "terms", {}) if len(history.terms[n]) == len(history)] if terms else []
     ncols = 2 if len(names) > 1 else 1
     fig, axes = plt.subplots(1, ncols, figsize=(5 * ncols, 3.4), squeeze=False)
@@ -95,7 +59,7 @@ def plot_history(history, title="objective (minimised)", path=None, terms=True):
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_class_models(images, history, classes=None, path=None, ncols=5, suptitle="class models"):
