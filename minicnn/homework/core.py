@@ -63,8 +63,10 @@ class Case:
 
     def judge(self, status, results):
         """The verdict on what came back from the sandbox for this case (None: it never finished)."""
-        if status.get("error"):
-            return Verdict(False, status["error"], self.diagnose(results))
+        if status.get("error"):      # diagnose by the first result that came back wrong before the error
+            wrong = next((n for n, want in self.expected.items() if n in results
+                          and compare(n, results[n], want, self.tol)), None)
+            return Verdict(False, status["error"], self.diagnose(results, wrong))
         for name in self.unchanged:          # the submission must not write into its inputs
             if name in results and not same(results[name], self.inputs[name]):
                 what = "the upstream gradient" if name.startswith("d") else f"its input {name!r}"
