@@ -97,8 +97,11 @@ def main():
     try:
         exec(compile(source, plan.get("filename", "submission.py"), "exec"), module)
     except BaseException as e:  # noqa: BLE001
+        why = f"{type(e).__name__}: {e}"
+        if isinstance(e, ImportError) and "minicnn" in str(e):
+            why = "it imports minicnn; this assignment is written with NumPy alone (the package is the solution)"
         for k in range(len(plan["cases"])):
-            save(k, {"error": f"loading the submission failed: {type(e).__name__}: {e}",
+            save(k, {"error": f"loading the submission failed: {why}",
                      "traceback": traceback.format_exc(limit=-3)}, {}, [])
         return
     for k, case in enumerate(plan["cases"]):

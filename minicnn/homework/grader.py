@@ -66,7 +66,8 @@ class Grade:
             lines += ["", f"the run: {self.problem}"]
         if self.output.strip():
             lines += ["", "the submission printed (last lines):"]
-            lines += ["  " + line for line in self.output.strip().splitlines()[-8:]]
+            lines += ["  " + (line if len(line) < 200 else line[:200] + " ...")
+                      for line in self.output.strip().splitlines()[-8:]]
         lines += ["", f"score: {self.score:g} / {self.points:g}" + ("  (full marks)" if self.full_marks else ""),
                   f"graded in {self.seconds:.1f} s; lesson: {a.lecture} ({a.docs})"]
         return "\n".join(lines)

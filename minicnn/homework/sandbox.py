@@ -108,7 +108,7 @@ def run(source, plan, inputs, time_limit=60.0, memory_mb=2048, filename="submiss
                 proc.wait()
         seconds = time.perf_counter() - start
         size, output = _tail(log)
-        if problem is None and code != 0:
+        if problem is None and (code != 0 or size >= OUTPUT_LIMIT):
             problem = describe_exit(code, size, memory_mb)
         cases = []
         for k in range(len(plan["cases"])):
@@ -137,7 +137,7 @@ def describe_exit(code, output_size, memory_mb):
         what = {"SIGSEGV": "a segmentation fault", "SIGABRT": "an abort", "SIGKILL": "killed",
                 "SIGBUS": "a bus error"}.get(name, name)
         return f"the submission's process crashed ({what}, signal {name})"
-    if output_size >= OUTPUT_LIMIT:
+    if output_size >= OUTPUT_LIMIT:    # (Python ignores SIGXFSZ: the writes beyond the limit failed)
         return f"stopped: it wrote more than {OUTPUT_LIMIT // 2 ** 20} MB of output"
     return (f"the submission's process ended early with exit status {code} (os._exit or exit at import?), "
             f"memory limit {memory_mb} MB")
