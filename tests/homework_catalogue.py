@@ -150,6 +150,55 @@ def max_pool_forward(x, kernel, stride, padding):
      "have gamma's shape"),
     ("batchnorm", "eval_backward_with_training_terms", [("    if training:\n        dx", "    if True:\n        dx")],
      "mean and variance are constants"),
+    # ---- autograd ops
+    ("autograd_ops", "add_not_unbroadcast", [("return unbroadcast(g, a_shape), unbroadcast(g, b_shape)", "return g, g")],
+     "must have the input's shape"),
+    ("autograd_ops", "unbroadcast_only_leading_axes",
+     [("    for axis, n in enumerate(shape):           # axes of length 1 that were stretched\n"
+       "        if n == 1 and g.shape[axis] != 1:\n            g = g.sum(axis=axis, keepdims=True)\n", "")],
+     "must have the input's shape"),
+    ("autograd_ops", "mul_gradients_swapped",
+     [("return unbroadcast(g * b, a.shape), unbroadcast(g * a, b.shape)",
+       "return unbroadcast(g * a, a.shape), unbroadcast(g * b, b.shape)")], "swapped"),
+    ("autograd_ops", "matmul_db_transposed", [("return g @ b.T, a.T @ g", "return g @ b.T, g.T @ a")], "db is transposed"),
+    ("autograd_ops", "mean_not_divided", [("    return dx / count", "    return dx.copy()")], "not divided"),
+    ("autograd_ops", "sum_axis_not_reinserted", [("    if not keepdims:\n        g = np.expand_dims(g, axis)\n", "")],
+     None),
+    ("autograd_ops", "log_derivative_times_x", [("return g / x", "return g * x")], "1 / x"),
+    # ---- softmax cross-entropy
+    ("softmax_ce", "no_max_shift",
+     [("    z = logits - logits.max(axis=1, keepdims=True)\n", "    z = logits\n")], "overflows for large logits"),
+    ("softmax_ce", "log_of_softmax_underflows",
+     [("    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))",
+       "    logp = np.log(np.exp(z) / np.exp(z).sum(axis=1, keepdims=True))")], "overflows for large logits"),
+    ("softmax_ce", "loss_summed_not_averaged", [("loss = -logp[np.arange(N), labels].mean()",
+                                                 "loss = -logp[np.arange(N), labels].sum()")], "summed over the batch"),
+    ("softmax_ce", "gradient_not_divided_by_batch", [("return loss, d / N", "return loss, d")], "batch of 1"),
+    ("softmax_ce", "gradient_without_onehot", [("    d[np.arange(N), labels] -= 1\n", "")], "subtract 1"),
+    # ---- He initialisation
+    ("he_init", "fan_out", [("fan_in = shape[1] * int(np.prod(shape[2:]))", "fan_in = shape[0] * int(np.prod(shape[2:]))")],
+     "fan_out"),
+    ("he_init", "variance_for_std", [("np.sqrt(2.0 / fan_in)", "(2.0 / fan_in)")], "square root"),
+    ("he_init", "xavier_std", [("np.sqrt(2.0 / fan_in)", "np.sqrt(1.0 / fan_in)")], "LeCun/Xavier"),
+    ("he_init", "fan_in_without_kernel", [("fan_in = shape[1] * int(np.prod(shape[2:]))", "fan_in = shape[1]")],
+     "kernel size"),
+    ("he_init", "uniform_draw", [("rng.standard_normal(shape)", "rng.uniform(-np.sqrt(3), np.sqrt(3), shape)")],
+     "not normal"),
+    ("he_init", "global_random_state", [("rng.standard_normal(shape)", "np.random.standard_normal(shape)")],
+     "do not come from rng"),
+    # ---- optimizers
+    ("optimizers", "momentum_applied_twice", [("step = dw + momentum * v if nesterov else v",
+                                               "step = dw + momentum * v if nesterov else momentum * v + dw")],
+     "momentum is applied twice"),
+    ("optimizers", "nesterov_ignored", [("step = dw + momentum * v if nesterov else v", "step = v")],
+     "Nesterov is ignored"),
+    ("optimizers", "adam_without_bias_correction",
+     [("m_hat = m / (1 - beta1 ** t)", "m_hat = m"), ("v_hat = v / (1 - beta2 ** t)", "v_hat = v")],
+     "without bias correction"),
+    ("optimizers", "adam_t_off_by_one",
+     [("m_hat = m / (1 - beta1 ** t)", "m_hat = m / (1 - beta1 ** (t + 1))"),
+      ("v_hat = v / (1 - beta2 ** t)", "v_hat = v / (1 - beta2 ** (t + 1))")], "t + 1"),
+    ("optimizers", "sgd_ascends", [("return w - lr * step, v", "return w + lr * step, v")], "up the gradient"),
     # ---- dropout
     ("dropout", "not_rescaled", [(" / x.dtype.type(1 - p)", "")], "not rescaled"),
     ("dropout", "p_is_the_keep_probability", [("rng.random(x.shape) >= p", "rng.random(x.shape) < p")],
@@ -307,6 +356,14 @@ def col2im(cols, x_shape, kernel, stride, padding):
 """),
     ("dropout", "binomial_mask", [("mask = (rng.random(x.shape) >= p).astype(x.dtype) / x.dtype.type(1 - p)",
                                    "mask = rng.binomial(1, 1 - p, x.shape) / (1 - p)")]),
+    ("optimizers", "cs231n_velocity_convention", """
+def sgd_step(w, dw, v, lr, momentum, nesterov):
+    v_new = momentum * v - lr * dw                 # CS231n's velocity: a step, not a gradient sum
+    if nesterov:
+        return w - momentum * v + (1 + momentum) * v_new, v_new
+    return w + v_new, v_new
+"""),
+    ("softmax_ce", "float32_arithmetic", [("    N = logits.shape[0]\n", "    N = logits.shape[0]\n    logits = logits.astype(np.float32)\n")]),
     ("activations", "sigmoid_by_cases", """
 def sigmoid_forward(x):
     e = np.exp(-np.abs(x))

@@ -300,31 +300,36 @@ def conv2d_cases():
             [call("conv2d_forward", "$x", "$w", "$b", list(s), list(p), list(d), out=("y", "cache")),
              call("conv2d_backward", "$dy", "$cache", out=("dx", "dw", "db"))],
             inputs, {"y": y, "dx": grads["x"], "dw": grads["w"], "db": grads["b"]},
-            args=dict(stride=s, padding=p, dilation=d), tol=tol, seed=SEED + 2, diagnoses=[
-                ("padding is applied on one side only: pad ph rows at the top AND the bottom, pw columns "
-                 "left AND right", about("y", lambda r, c: _one_sided(r["y"], c, s, d))),
-                OUTPUT_SIZE,
-                ("the kernel is flipped: deep learning's convolution is a cross-correlation (no flip)",
-                 matches("y", lambda c: reference.conv2d(c.inputs["x"], c.inputs["w"][:, :, ::-1, ::-1],
-                                                         c.inputs["b"], s, p, d))),
-                ("the bias is not added (or added twice)",
-                 about("y", lambda r, c: any(close(r["y"], c.expected["y"] + m * c.inputs["b"][:, None, None])
-                                             for m in (-1, 1)))),
-                ("dilation is ignored: tap (kh, kw) reads x[..., i*sh - ph + kh*dh, j*sw - pw + kw*dw]",
-                 matches("y", lambda c: reference.conv2d(c.inputs["x"], c.inputs["w"], c.inputs["b"], s, p)[
-                     (...,) + tuple(slice(n) for n in c.expected["y"].shape[2:])])),
-                ("db is not summed over the batch: db[f] sums dy over n, i and j",
-                 about("db", lambda r, c: r["db"].ndim > 1 or close(r["db"], c.inputs["dy"][0].sum((1, 2))))),
-                ("dW is transposed: dw must have w's shape (F, C, KH, KW)", transposed("dw")),
-                ("dw is only right for a batch of 1: sum over every image n",
-                 about("dw", lambda r, c: c.inputs["x"].shape[0] > 1 and close(r["dw"], numeric(
-                     lambda x_, w_, b_: F.conv2d(x_, w_, b_, s, p, d),
-                     {"x": c.inputs["x"][:1].astype(float), "w": c.inputs["w"].astype(float),
-                      "b": c.inputs["b"].astype(float)}, c.inputs["dy"][:1].astype(float), ["w"])["w"]))),
-                ("dx assigns where it must add: where windows overlap (stride < kernel) a pixel gets the sum "
-                 "over every window that read it", about("dx", lambda r, c: _overlap_assign(r, c, k, s, p, d))),
-            ]))
+            args=dict(stride=s, padding=p, dilation=d), tol=tol, seed=SEED + 2,
+            diagnoses=_conv2d_diagnoses(k, s, p, d)))
     return cases
+
+
+def _conv2d_diagnoses(k, s, p, d):
+    return [
+        ("padding is applied on one side only: pad ph rows at the top AND the bottom, pw columns "
+         "left AND right", about("y", lambda r, c: _one_sided(r["y"], c, s, d))),
+        OUTPUT_SIZE,
+        ("the kernel is flipped: deep learning's convolution is a cross-correlation (no flip)",
+         matches("y", lambda c: reference.conv2d(c.inputs["x"], c.inputs["w"][:, :, ::-1, ::-1],
+                                                 c.inputs["b"], s, p, d))),
+        ("the bias is not added (or added twice)",
+         about("y", lambda r, c: any(close(r["y"], c.expected["y"] + m * c.inputs["b"][:, None, None])
+                                     for m in (-1, 1)))),
+        ("dilation is ignored: tap (kh, kw) reads x[..., i*sh - ph + kh*dh, j*sw - pw + kw*dw]",
+         matches("y", lambda c: reference.conv2d(c.inputs["x"], c.inputs["w"], c.inputs["b"], s, p)[
+             (...,) + tuple(slice(n) for n in c.expected["y"].shape[2:])])),
+        ("db is not summed over the batch: db[f] sums dy over n, i and j",
+         about("db", lambda r, c: r["db"].ndim > 1 or close(r["db"], c.inputs["dy"][0].sum((1, 2))))),
+        ("dW is transposed: dw must have w's shape (F, C, KH, KW)", transposed("dw")),
+        ("dw is only right for a batch of 1: sum over every image n",
+         about("dw", lambda r, c: c.inputs["x"].shape[0] > 1 and close(r["dw"], numeric(
+             lambda x_, w_, b_: F.conv2d(x_, w_, b_, s, p, d),
+             {"x": c.inputs["x"][:1].astype(float), "w": c.inputs["w"].astype(float),
+              "b": c.inputs["b"].astype(float)}, c.inputs["dy"][:1].astype(float), ["w"])["w"]))),
+        ("dx assigns where it must add: where windows overlap (stride < kernel) a pixel gets the sum "
+         "over every window that read it", about("dx", lambda r, c: _overlap_assign(r, c, k, s, p, d))),
+    ]
 
 
 def _one_sided(y, c, s, d):
@@ -524,14 +529,16 @@ def avg_pool_cases():
         dy = rng.standard_normal(y.shape)
         dx = numeric(lambda a: F.avg_pool2d(a, k, s, p), {"x": x}, dy, ["x"])["x"]
         cases.append(_pool_case("avg_pool", f"avg_pool {label}", x.astype(dtype), dy.astype(dtype), k, s, p,
-                                {"y": y, "dx": dx}, SEED + 4, [
-                                    OUTPUT_SIZE,
-                                    ("the padding is not counted in the divisor: it counts (divide by KH*KW)",
-                                     matches("y", lambda c: reference.avg_pool2d(
-                                         c.inputs["x"], k, s, p, count_include_pad=False))),
-                                    ("the backward pass does not divide by the window size KH*KW",
-                                     matches("dx", lambda c: c.expected["dx"] * k[0] * k[1]))]))
+                                {"y": y, "dx": dx}, SEED + 4, _avg_pool_diagnoses(k, s, p)))
     return cases
+
+
+def _avg_pool_diagnoses(k, s, p):
+    return [OUTPUT_SIZE,
+            ("the padding is not counted in the divisor: it counts (divide by KH*KW)",
+             matches("y", lambda c: reference.avg_pool2d(c.inputs["x"], k, s, p, count_include_pad=False))),
+            ("the backward pass does not divide by the window size KH*KW",
+             matches("dx", lambda c: c.expected["dx"] * k[0] * k[1]))]
 
 
 # --------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """The assignments, in the order of the lessons: ``ASSIGNMENTS`` and ``get(name)``."""
-from . import layers
+from . import layers, training
 from .core import Assignment
 
 ASSIGNMENTS = {}
@@ -17,11 +17,19 @@ def get(name):
     return ASSIGNMENTS[name]
 
 
+add(Assignment("autograd_ops", "backward passes of broadcasting add and mul, matmul, sum/mean over axes, exp/log",
+               10, "docs/01-autograd.md", "reverse mode: each op maps the upstream gradient to its inputs' gradients, "
+               "summed over broadcast axes", ["unbroadcast", "add_backward", "mul_backward", "matmul_backward",
+                                              "sum_backward", "mean_backward", "exp_backward", "log_backward"],
+               training.AUTOGRAD_SKELETON, training.autograd_cases))
 add(Assignment("activations", "ReLU, sigmoid (overflow-free) and tanh, forward and backward", 10,
                "docs/01-autograd.md", "an activation's backward pass is the upstream gradient times f'(x)",
                ["relu_forward", "relu_backward", "sigmoid_forward", "sigmoid_backward", "tanh_forward",
                 "tanh_backward"], layers.ACTIVATIONS_SKELETON, layers.activation_cases,
                use=[("relu", "relu")]))
+add(Assignment("softmax_ce", "a numerically stable softmax cross-entropy and its gradient", 10,
+               "docs/04-training.md", "log-sum-exp: subtract the maximum; the gradient is (p - onehot) / N",
+               ["softmax_cross_entropy"], training.SOFTMAX_SKELETON, training.softmax_cases))
 add(Assignment("im2col", "im2col and its adjoint col2im (stride, padding)", 10, "docs/02-convolution.md",
                "a convolution is one matrix product once every window is a row",
                ["im2col", "col2im"], layers.IM2COL_SKELETON, layers.im2col_cases))
@@ -38,10 +46,16 @@ add(Assignment("avg_pool", "average pooling forward and backward", 5, "docs/02-c
                ["avg_pool_forward", "avg_pool_backward"], layers.AVG_POOL_SKELETON, layers.avg_pool_cases,
                use=[("avg_pool2d", "avg_pool")]))
 add(Assignment("batchnorm", "batch normalization forward and backward, training and eval modes", 20,
-               "docs/04-training.md", "batchnorm's backward runs through the batch mean and variance too",
+               "docs/02-convolution.md", "batchnorm's backward runs through the batch mean and variance too",
                ["batchnorm_forward", "batchnorm_backward"], layers.BATCHNORM_SKELETON, layers.batchnorm_cases,
                use=[("batch_norm", "batchnorm")]))
 add(Assignment("dropout", "inverted dropout (scaled in training, identity in eval)", 5, "docs/11-regularisation.md",
                "dropout keeps E[y] = x by scaling the kept units by 1 / (1 - p)",
                ["dropout_forward", "dropout_backward"], layers.DROPOUT_SKELETON, layers.dropout_cases,
                use=[("dropout", "dropout")]))
+add(Assignment("he_init", "He (Kaiming) normal initialisation, std = sqrt(2 / fan_in)", 5, "docs/04-training.md",
+               "keep the activations' variance through ReLU layers", ["he_normal"], training.HE_SKELETON,
+               training.he_cases))
+add(Assignment("optimizers", "SGD with momentum and Nesterov, and Adam with bias correction", 10,
+               "docs/04-training.md", "momentum averages gradients; Adam scales each weight's step by its history",
+               ["sgd_step", "adam_step"], training.OPTIM_SKELETON, training.optim_cases))
