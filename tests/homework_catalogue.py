@@ -199,6 +199,31 @@ def max_pool_forward(x, kernel, stride, padding):
      [("m_hat = m / (1 - beta1 ** t)", "m_hat = m / (1 - beta1 ** (t + 1))"),
       ("v_hat = v / (1 - beta2 ** t)", "v_hat = v / (1 - beta2 ** (t + 1))")], "t + 1"),
     ("optimizers", "sgd_ascends", [("return w - lr * step, v", "return w + lr * step, v")], "up the gradient"),
+    # ---- analysis: saliency, FGSM, Grad-CAM
+    ("saliency", "no_absolute_value", [("return np.abs(xt.grad).max(axis=1)", "return xt.grad.max(axis=1)")],
+     "absolute value"),
+    ("saliency", "sum_over_channels", [("return np.abs(xt.grad).max(axis=1)", "return np.abs(xt.grad).sum(axis=1)")],
+     "sum or mean"),
+    ("saliency", "gradient_of_the_loss",
+     """
+import minicnn.functional as F
+
+
+def saliency(model, x, target):
+    xt = Tensor(x, requires_grad=True)
+    F.cross_entropy(model(xt), target, reduction="sum").backward()
+    return np.abs(xt.grad).max(axis=1)
+""", "the target's logit"),
+    ("fgsm", "not_clipped", [("return np.clip(x + eps * np.sign(xt.grad), 0, 1)", "return x + eps * np.sign(xt.grad)")],
+     "not clipped"),
+    ("fgsm", "steps_down_the_loss", [("x + eps * np.sign(xt.grad)", "x - eps * np.sign(xt.grad)")], "steps UP"),
+    ("fgsm", "gradient_not_its_sign", [("x + eps * np.sign(xt.grad)", "x + eps * xt.grad")], "SIGN"),
+    ("gradcam", "no_relu", [("return np.maximum(np.einsum(\"nk,nkhw->nhw\", alpha, A), 0)",
+                             "return np.einsum(\"nk,nkhw->nhw\", alpha, A)")], "positive part"),
+    ("gradcam", "alpha_summed", [("alpha = dA.mean(axis=(2, 3))", "alpha = dA.sum(axis=(2, 3))")], "MEAN"),
+    ("gradcam", "weights_the_gradient",
+     [("return np.maximum(np.einsum(\"nk,nkhw->nhw\", alpha, A), 0)",
+       "return np.maximum(np.einsum(\"nk,nkhw->nhw\", alpha, dA), 0)")], "not the activations"),
     # ---- dropout
     ("dropout", "not_rescaled", [(" / x.dtype.type(1 - p)", "")], "not rescaled"),
     ("dropout", "p_is_the_keep_probability", [("rng.random(x.shape) >= p", "rng.random(x.shape) < p")],
@@ -364,6 +389,16 @@ def sgd_step(w, dw, v, lr, momentum, nesterov):
     return w + v_new, v_new
 """),
     ("softmax_ce", "float32_arithmetic", [("    N = logits.shape[0]\n", "    N = logits.shape[0]\n    logits = logits.astype(np.float32)\n")]),
+    ("fgsm", "mean_loss", [("reduction=\"sum\"", "reduction=\"mean\"")]),     # the same sign
+    ("saliency", "one_image_at_a_time", """
+def saliency(model, x, target):
+    maps = []
+    for n in range(len(x)):
+        xt = Tensor(x[n:n + 1], requires_grad=True)
+        model(xt)[0, int(target[n])].backward()
+        maps.append(np.abs(xt.grad).max(axis=1)[0])
+    return np.stack(maps)
+"""),
     ("activations", "sigmoid_by_cases", """
 def sigmoid_forward(x):
     e = np.exp(-np.abs(x))

@@ -1,5 +1,5 @@
 """The assignments, in the order of the lessons: ``ASSIGNMENTS`` and ``get(name)``."""
-from . import layers, training
+from . import analysis, layers, training
 from .core import Assignment
 
 ASSIGNMENTS = {}
@@ -59,3 +59,12 @@ add(Assignment("he_init", "He (Kaiming) normal initialisation, std = sqrt(2 / fa
 add(Assignment("optimizers", "SGD with momentum and Nesterov, and Adam with bias correction", 10,
                "docs/04-training.md", "momentum averages gradients; Adam scales each weight's step by its history",
                ["sgd_step", "adam_step"], training.OPTIM_SKELETON, training.optim_cases))
+add(Assignment("saliency", "a saliency map: max over channels of |d logit_target / d x|", 5, "docs/06-explain.md",
+               "the input gradient says which pixels the class score is most sensitive to", ["saliency"],
+               analysis.SALIENCY_SKELETON, analysis.saliency_cases, needs_minicnn=True))
+add(Assignment("fgsm", "the fast gradient sign method: one eps-step up the loss, clipped to [0, 1]", 5,
+               "docs/07-attacks.md", "a small step along the sign of the loss gradient changes the prediction",
+               ["fgsm"], analysis.FGSM_SKELETON, analysis.fgsm_cases, needs_minicnn=True))
+add(Assignment("gradcam", "Grad-CAM: feature maps weighted by their mean gradient, through a forward hook", 5,
+               "docs/06-explain.md", "where in the image a layer's features argue for the class", ["grad_cam"],
+               analysis.GRADCAM_SKELETON, analysis.gradcam_cases, needs_minicnn=True))
