@@ -14,12 +14,13 @@ purpose: the student's own ops train the network.
 """
 import os
 
+from .core import Assignment, Case, call, matches  # noqa: F401
 from .grader import Grade, check, find_submission, grade_folder  # noqa: F401
 from .notebook import notebook_source, write_notebook  # noqa: F401
 from .registry import ASSIGNMENTS, get
 from .use import use
 
-__all__ = ["ASSIGNMENTS", "get", "start", "check", "grade_folder", "use", "Grade", "write_notebook",
+__all__ = ["ASSIGNMENTS", "Assignment", "Case", "call", "matches", "get", "start", "check", "grade_folder", "use", "Grade", "write_notebook",
            "notebook_source"]
 
 

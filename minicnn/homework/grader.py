@@ -11,6 +11,7 @@ import os
 
 from . import sandbox
 from .notebook import notebook_source
+from .core import Assignment, Verdict
 from .registry import get
 
 
@@ -98,9 +99,14 @@ def read_submission(path):
 
 
 def check(name, path, time_limit=None, memory_mb=2048, return_cases=False):
-    """Grade the submission at ``path`` (file or folder) for assignment ``name``; returns a ``Grade``."""
-    assignment = get(name)
-    path = find_submission(path, name)
+    """Grade the submission at ``path`` (file or folder) for assignment ``name``; returns a ``Grade``.
+
+    ``name`` may also be an ``Assignment`` that is not in the registry (a
+    teacher's new one). ``return_cases``: return (grade, cases), the cases
+    being what ``Grade.report`` needs for its reproduction line.
+    """
+    assignment = name if isinstance(name, Assignment) else get(name)
+    path = find_submission(path, assignment.name)
     cases = assignment.cases()
     inputs = {f"{k}/{n}": a for k, c in enumerate(cases) for n, a in c.inputs.items()}
     plan = {"cases": [c.plan() for c in cases], "needs_minicnn": assignment.needs_minicnn,
@@ -109,7 +115,6 @@ def check(name, path, time_limit=None, memory_mb=2048, return_cases=False):
     result = sandbox.run(read_submission(path), plan, inputs, time_limit=limit, memory_mb=memory_mb,
                          filename=os.path.basename(path))
     graded = []
-    from .core import Verdict
     for case, got in zip(cases, result.cases):
         if result.tampered:
             verdict = Verdict(False, result.tampered, "the submission tried to change the grader's files")
