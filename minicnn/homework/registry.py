@@ -32,7 +32,7 @@ add(Assignment("softmax_ce", "a numerically stable softmax cross-entropy and its
                ["softmax_cross_entropy"], training.SOFTMAX_SKELETON, training.softmax_cases))
 add(Assignment("im2col", "im2col and its adjoint col2im (stride, padding)", 10, "docs/02-convolution.md",
                "a convolution is one matrix product once every window is a row",
-               ["im2col", "col2im"], layers.IM2COL_SKELETON, layers.im2col_cases))
+               ["im2col", "col2im"], layers.IM2COL_SKELETON, layers.im2col_cases, use=[("im2col", "im2col")]))
 add(Assignment("conv2d", "conv2d forward and backward (stride, padding, dilation)", 20, "docs/02-convolution.md",
                "convolution as im2col + GEMM; its backward is two more GEMMs and col2im",
                ["conv2d_forward", "conv2d_backward"], layers.CONV2D_SKELETON, layers.conv2d_cases,

@@ -36,7 +36,7 @@ class StudentOp(Function):
     network's dtype). backward returns one gradient per array input.
     """
 
-    def forward(self, *arrays, student=None, settings=(), n_out=1, keep=None):
+    def forward(self, *arrays, student=None, settings=(), keep=None):
         forward, self.backward_fn = student
         result = forward(*arrays, *settings)
         outs, self.cache = result[:-1], result[-1]
@@ -132,8 +132,9 @@ def adapters(module):
     def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
         if pair(dilation, "dilation", "im2col") != (1, 1) or _on_gpu(x):
             return F.im2col(x, kernel_size, stride, padding, dilation)
-        return np.asarray(m["im2col"](_raw(x), pair(kernel_size, "kernel_size", "im2col"),
-                                      pair(stride, "stride", "im2col"), pair(padding, "padding", "im2col", 0)))
+        cols = m["im2col"](_raw(x), pair(kernel_size, "kernel_size", "im2col"), pair(stride, "stride", "im2col"),
+                           pair(padding, "padding", "im2col", 0))
+        return np.asarray(cols).astype(_raw(x).dtype, copy=False)
     own["im2col"] = ("im2col", im2col)
     return own
 
