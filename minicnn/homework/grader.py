@@ -109,8 +109,7 @@ def check(name, path, time_limit=None, memory_mb=2048, return_cases=False):
     path = find_submission(path, assignment.name)
     cases = assignment.cases()
     inputs = {f"{k}/{n}": a for k, c in enumerate(cases) for n, a in c.inputs.items()}
-    plan = {"cases": [c.plan() for c in cases], "needs_minicnn": assignment.needs_minicnn,
-            "model_seed": getattr(assignment, "model_seed", None)}
+    plan = {"cases": [c.plan() for c in cases], "needs_minicnn": assignment.needs_minicnn}
     limit = time_limit or assignment.time_limit
     result = sandbox.run(read_submission(path), plan, inputs, time_limit=limit, memory_mb=memory_mb,
                          filename=os.path.basename(path))

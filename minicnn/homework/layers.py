@@ -274,7 +274,7 @@ if __name__ == "__main__":
     y, cache = conv2d_forward(x, w, np.zeros(1), (2, 2), (0, 0), (1, 1))
     print(y)                               # [[[[10. 18.] [42. 50.]]]]
     dx, dw, db = conv2d_backward(np.ones_like(y), cache)
-    print(dw, db)                          # [[[[24. 28.] [40. 44.]]]] [4.]
+    print(dw, db)                          # [[[[20. 24.] [36. 40.]]]] [4.]
 '''
 
 
