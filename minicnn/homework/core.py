@@ -58,7 +58,7 @@ class Case:
     def reproduction(self):
         shapes = ", ".join(f"{k} {tuple(v.shape)} {v.dtype}" for k, v in self.inputs.items())
         calls = "; ".join(f"{', '.join(s['out'])} = {s['call']}(...)" for s in self.steps)
-        extra = f", {self.args}" if self.args else ""
+        extra = "; " + ", ".join(f"{k}={v}" for k, v in self.args.items()) if self.args else ""
         return f"inputs: {shapes}{extra}; seed {self.seed}; calls: {calls}"
 
     def judge(self, status, results):
