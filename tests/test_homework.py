@@ -57,8 +57,8 @@ def test_correct_alternatives_score_full_marks(name, ident, edits, tmp_path):
 
 
 def test_grading_is_deterministic():
-    a = homework.get("conv2d").make_cases()
-    b = homework.get("conv2d").make_cases()
+    a = homework.get("max_pool").make_cases()
+    b = homework.get("max_pool").make_cases()
     for x, y in zip(a, b):
         assert x.name == y.name
         for k in x.inputs:
