@@ -47,6 +47,11 @@ def test_ctypes_cannot_load_libraries(tmp_path):
     assert "refused ctypes.dlopen" in g.report() and not g.full_marks
 
 
+def test_ctypes_cannot_reach_libc_through_the_loaded_python(tmp_path):
+    g = grade(tmp_path, first_in_backward("import ctypes; ctypes.pythonapi.unlink(b'x')"))
+    assert "refused ctypes.dlsym" in g.report() and not g.full_marks
+
+
 def test_sys_exit_mid_grading_fails_the_rest(tmp_path):
     g = grade(tmp_path, first_in_backward("import sys; sys.exit(0)"))
     assert "sys.exit(0)" in g.report()

@@ -25,7 +25,7 @@ BLOCKED = ("os.remove", "os.rename", "os.rmdir", "os.chmod", "os.chown", "os.tru
            "os.symlink", "os.utime", "shutil.rmtree", "shutil.move", "shutil.copyfile")
 MODELS = None
 NO_PROCESSES = ("subprocess.Popen", "os.system", "os.exec", "os.spawn", "os.posix_spawn", "os.fork",
-                "os.forkpty", "os.kill", "os.killpg", "ctypes.dlopen", "pty.spawn")
+                "os.forkpty", "os.kill", "os.killpg", "ctypes.dlopen", "ctypes.dlsym", "pty.spawn")
 
 
 def inside(path):

@@ -121,7 +121,9 @@ def run(source, plan, inputs, time_limit=60.0, memory_mb=2048, filename="submiss
             except (OSError, ValueError, EOFError, KeyError):
                 cases.append(None)
         after = package_fingerprint()
-        tampered = None if after == before else "the minicnn package's files changed while the submission ran"
+        tampered = None if after == before else (
+            "not graded: the minicnn package's files changed while this submission ran (it, or a submission "
+            "graded at the same time, tried to change the grader)")
         return SandboxResult(cases, problem, output, seconds, tampered)
 
 
