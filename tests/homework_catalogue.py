@@ -72,6 +72,20 @@ MISTAKES = [
     ("conv2d", "dy_modified_in_place",
      [("    G = dy.transpose(0, 2, 3, 1).reshape(-1, F)\n    W2",
        "    dy *= 1.0 / dy.size\n    G = dy.transpose(0, 2, 3, 1).reshape(-1, F) * dy.size\n    W2")], "in place"),
+    # ---- grouped convolution (extra credit)
+    ("conv2d_groups", "group_of_a_filter_by_modulo", """
+def conv2d_groups_forward(x, w, b, stride, padding, dilation, groups):
+    cg = x.shape[1] // groups
+    ys = [_conv(x[:, (f % groups) * cg:(f % groups + 1) * cg], w[f:f + 1], b[f:f + 1], stride, padding, dilation)[0]
+          for f in range(w.shape[0])]
+    return np.concatenate(ys, axis=1), None
+""", "not f % G"),
+    ("conv2d_groups", "dx_of_every_group_on_the_first_channels",
+     [("    return np.concatenate(dxs, axis=1), np.concatenate(dws)",
+       "    dxs = [sum(dxs)] + [np.zeros_like(d) for d in dxs[1:]]\n    return np.concatenate(dxs, axis=1), np.concatenate(dws)")],
+     None),
+    ("conv2d_groups", "groups_ignored_in_backward_db", [("dy.sum(axis=(0, 2, 3))", "dy.sum(axis=(0, 2, 3))[:w.shape[0] // groups]")],
+     None),
     # ---- max pooling
     ("max_pool", "ties_to_every_maximum",
      """

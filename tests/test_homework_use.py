@@ -1,4 +1,5 @@
 """``use``: the student's ops in place of the package's, through ``F.use_implementation``."""
+import contextlib
 import json
 import os
 import pathlib
@@ -83,6 +84,23 @@ def test_the_package_conv2d_runs_on_the_students_im2col(tmp_path):
         got = F.conv2d(x, w, stride=2, padding=1).data
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_students_grouped_conv2d_runs_grouped_and_depthwise_layers(tmp_path):
+    shutil.copy(SOLUTIONS / "conv2d_groups.py", tmp_path / "conv2d_groups.py")
+    rng = np.random.default_rng(0)
+    x = Tensor(rng.standard_normal((2, 4, 6, 6)).astype(np.float32), requires_grad=True)
+    for groups in (2, 4):
+        w = Tensor(rng.standard_normal((4, 4 // groups, 3, 3)).astype(np.float32), requires_grad=True)
+        results = []
+        for student in (False, True):
+            x.grad = w.grad = None
+            with homework.use(str(tmp_path), verbose=False) if student else contextlib.nullcontext():
+                y = F.conv2d(x, w, padding=1, groups=groups)
+                y.sum().backward()
+            results.append((y.data, x.grad.copy(), w.grad.copy()))
+        for a, b in zip(*results):
+            np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4)
 
 
 def test_use_skips_what_is_not_full_marks_yet(tmp_path, capsys):

@@ -1,5 +1,5 @@
 """The assignments, in the order of the lessons: ``ASSIGNMENTS`` and ``get(name)``."""
-from . import analysis, layers, training
+from . import analysis, extra, layers, training
 from .core import Assignment
 
 ASSIGNMENTS = {}
@@ -37,6 +37,10 @@ add(Assignment("conv2d", "conv2d forward and backward (stride, padding, dilation
                "convolution as im2col + GEMM; its backward is two more GEMMs and col2im",
                ["conv2d_forward", "conv2d_backward"], layers.CONV2D_SKELETON, layers.conv2d_cases,
                use=[("conv2d", "conv2d")]))
+add(Assignment("conv2d_groups", "extra credit: grouped and depthwise convolution", 5, "docs/02-convolution.md",
+               "groups split the channels into independent convolutions; groups = C_in is depthwise",
+               ["conv2d_groups_forward", "conv2d_groups_backward"], extra.CONV2D_GROUPS_SKELETON,
+               extra.conv2d_groups_cases, use=[("conv2d", "conv2d_groups")]))
 add(Assignment("max_pool", "max pooling with the argmax stored (ties, padding)", 10, "docs/02-convolution.md",
                "max pooling routes the gradient to the one input that won",
                ["max_pool_forward", "max_pool_backward"], layers.MAX_POOL_SKELETON, layers.max_pool_cases,

@@ -78,6 +78,17 @@ def adapters(module):
                                settings=settings)
     own["conv2d"] = ("conv2d", conv2d)
 
+    def conv2d_groups(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+        if _on_gpu(x):
+            return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+        if bias is None:
+            bias = Tensor(np.zeros(weight.shape[0], dtype=weight.dtype))
+        settings = tuple(pair(v, n, "conv2d", minimum=0 if n == "padding" else 1)
+                         for v, n in ((stride, "stride"), (padding, "padding"), (dilation, "dilation")))
+        return StudentOp.apply(x, weight, bias, settings=settings + (int(groups),),
+                               student=(m["conv2d_groups_forward"], m["conv2d_groups_backward"]))
+    own["conv2d_groups"] = ("conv2d", conv2d_groups)
+
     def pooling(name, key, x, kernel_size, stride, padding):
         k = pair(kernel_size, "kernel_size", key)
         s = k if stride is None else pair(stride, "stride", key)
