@@ -12,8 +12,8 @@ documented switch), inside a ``Function`` of its own:
 
 The student's code runs in THIS process (that is the point: it trains the
 network), unlike the grader, which sandboxes it. Arguments the assignment
-does not cover (groups > 1, dilated pooling, returned indices, GPU arrays)
-go to the package's own op.
+does not cover (groups > 1 without conv2d_groups, dilated pooling,
+returned indices, GPU arrays) go to the package's own op.
 """
 import contextlib
 import os
@@ -63,31 +63,23 @@ def _raw(a):
 
 
 def adapters(module):
-    """{functional op name: replacement} for the student's functions in ``module`` (a namespace dict)."""
+    """{assignment name: (functional op name, replacement)} for the student's functions in ``module`` (a dict)."""
     m = module
     own = {}
 
-    def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-        if groups != 1 or _on_gpu(x):
-            return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
-        if bias is None:
-            bias = Tensor(np.zeros(weight.shape[0], dtype=weight.dtype))
-        settings = tuple(pair(v, n, "conv2d", minimum=0 if n == "padding" else 1)
-                         for v, n in ((stride, "stride"), (padding, "padding"), (dilation, "dilation")))
-        return StudentOp.apply(x, weight, bias, student=(m["conv2d_forward"], m["conv2d_backward"]),
-                               settings=settings)
-    own["conv2d"] = ("conv2d", conv2d)
-
-    def conv2d_groups(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-        if _on_gpu(x):
-            return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
-        if bias is None:
-            bias = Tensor(np.zeros(weight.shape[0], dtype=weight.dtype))
-        settings = tuple(pair(v, n, "conv2d", minimum=0 if n == "padding" else 1)
-                         for v, n in ((stride, "stride"), (padding, "padding"), (dilation, "dilation")))
-        return StudentOp.apply(x, weight, bias, settings=settings + (int(groups),),
-                               student=(m["conv2d_groups_forward"], m["conv2d_groups_backward"]))
-    own["conv2d_groups"] = ("conv2d", conv2d_groups)
+    def convolution(name, grouped):
+        def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+            if (groups != 1 and not grouped) or _on_gpu(x):
+                return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+            if bias is None:
+                bias = Tensor(np.zeros(weight.shape[0], dtype=weight.dtype))
+            settings = (pair(stride, "stride", "conv2d"), pair(padding, "padding", "conv2d", minimum=0),
+                        pair(dilation, "dilation", "conv2d")) + ((int(groups),) if grouped else ())
+            return StudentOp.apply(x, weight, bias, student=(m[f"{name}_forward"], m[f"{name}_backward"]),
+                                   settings=settings)
+        return "conv2d", conv2d
+    own["conv2d"] = convolution("conv2d", grouped=False)
+    own["conv2d_groups"] = convolution("conv2d_groups", grouped=True)
 
     def pooling(name, key, x, kernel_size, stride, padding):
         k = pair(kernel_size, "kernel_size", key)
