@@ -8,7 +8,7 @@ import json
 import os
 import sys
 
-from .common import CLIError, HelpFormatter
+from .common import CLIError, HelpFormatter, positive_int, positive_number
 
 EXAMPLES = """\
 examples:
@@ -29,23 +29,27 @@ your code in minicnn's own process: that is how it trains the network.
 
 def add_parser(sub):
     p = sub.add_parser("homework", help="assignments that rebuild minicnn: start, check, grade, use",
-                       description=__doc__.splitlines()[0], epilog=EXAMPLES, formatter_class=HelpFormatter)
+                       description="Assignments that rebuild minicnn piece by piece: list them, start one, "
+                                   "check it, grade a folder of submissions, use your own ops in minicnn.",
+                       epilog=EXAMPLES, formatter_class=HelpFormatter)
     verbs = p.add_subparsers(dest="homework_command", metavar="ACTION")
     verbs.add_parser("list", help="the assignments in lesson order")
-    s = verbs.add_parser("start", help="write an assignment's skeleton (never overwrites)")
-    s.add_argument("name")
+    s = verbs.add_parser("start", help="write an assignment's skeleton (never overwrites)", formatter_class=HelpFormatter)
+    s.add_argument("name", help="the assignment (minicnn homework list)")
     s.add_argument("--dir", default=".", help="folder to write it into")
     s.add_argument("--notebook", action="store_true", help="write a Jupyter notebook (.ipynb) instead of .py")
-    c = verbs.add_parser("check", help="grade one assignment: per case pass/fail, a diagnosis, the score")
-    c.add_argument("name")
+    c = verbs.add_parser("check", help="grade one assignment: per case pass/fail, a diagnosis, the score",
+                         formatter_class=HelpFormatter)
+    c.add_argument("name", help="the assignment (minicnn homework list)")
     c.add_argument("file", nargs="?", help="your file (default: NAME.py or NAME.ipynb here)")
     limits(c)
-    g = verbs.add_parser("grade", help="grade a folder of submissions (one file or folder per student)")
+    g = verbs.add_parser("grade", help="grade a folder of submissions (one file or folder per student)",
+                         formatter_class=HelpFormatter)
     g.add_argument("folder")
     g.add_argument("--assignment", required=True)
     g.add_argument("--csv", help="write the scores and first failures to this CSV file")
     g.add_argument("--gradescope", metavar="RESULTS_JSON", help="write Gradescope's results.json (one submission)")
-    g.add_argument("--jobs", type=int, default=None, help="submissions graded at once (default: the cores)")
+    g.add_argument("--jobs", type=positive_int, default=None, help="submissions graded at once (default: the cores)")
     limits(g)
     u = verbs.add_parser("use", help="run a minicnn command with your own ops in place of the package's")
     u.add_argument("folder", help="your folder of assignments (conv2d.py, max_pool.py, ...)")
@@ -56,9 +60,9 @@ def add_parser(sub):
 
 
 def limits(p):
-    p.add_argument("--time-limit", type=float, default=None,
+    p.add_argument("--time-limit", type=positive_number, default=None,
                    help="seconds a submission may run (default: the assignment's, 60 s; loops may need more)")
-    p.add_argument("--memory-mb", type=int, default=2048, help="memory a submission may use")
+    p.add_argument("--memory-mb", type=positive_int, default=2048, help="memory a submission may use, in MB")
 
 
 def run(args):
@@ -105,8 +109,6 @@ def grade_folder(args, homework):
     from ..homework.grader import gradescope_json, grade_folder, write_csv
     if not os.path.isdir(args.folder):
         raise CLIError(f"{args.folder}: not a folder of submissions")
-    if args.jobs is not None and args.jobs < 1:
-        raise CLIError(f"--jobs must be at least 1, got {args.jobs}")
     for option, path in (("--csv", args.csv), ("--gradescope", args.gradescope)):
         if path:
             parent = os.path.dirname(os.path.abspath(path))
