@@ -34,7 +34,8 @@ def add_parser(sub):
                        epilog=EXAMPLES, formatter_class=HelpFormatter)
     verbs = p.add_subparsers(dest="homework_command", metavar="ACTION")
     verbs.add_parser("list", help="the assignments in lesson order")
-    s = verbs.add_parser("start", help="write an assignment's skeleton (never overwrites)", formatter_class=HelpFormatter)
+    s = verbs.add_parser("start", help="write an assignment's skeleton (never overwrites)",
+                         formatter_class=HelpFormatter)
     s.add_argument("name", help="the assignment (minicnn homework list)")
     s.add_argument("--dir", default=".", help="folder to write it into")
     s.add_argument("--notebook", action="store_true", help="write a Jupyter notebook (.ipynb) instead of .py")

@@ -20,7 +20,8 @@ from .notebook import notebook_source, write_notebook  # noqa: F401
 from .registry import ASSIGNMENTS, get
 from .use import use
 
-__all__ = ["ASSIGNMENTS", "Assignment", "Case", "call", "matches", "get", "start", "check", "grade_folder", "use", "Grade", "write_notebook",
+__all__ = ["ASSIGNMENTS", "Assignment", "Case", "call", "matches", "get", "start", "check", "grade_folder", "use",
+           "Grade", "write_notebook",
            "notebook_source"]
 
 

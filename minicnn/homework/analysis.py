@@ -130,7 +130,8 @@ def saliency_cases():
                                                                           for f in (np.sum, np.mean)))),
                               ("the gradient is of the loss or of a probability; the saliency map differentiates the "
                                "target's logit (the score before the softmax)",
-                               about("S", lambda r, c, a=(kind, seed): close(r["S"], np.abs(_loss_grad(a, c)).max(1))))]))
+                               about("S", lambda r, c, a=(kind, seed): close(r["S"],
+                                                                             np.abs(_loss_grad(a, c)).max(1))))]))
     return cases
 
 

@@ -40,7 +40,7 @@ OUTPUT_SIZE = ("the output size is wrong: OH = (H + 2*ph - dh*(KH - 1) - 1) // s
 # --------------------------------------------------------------------------
 # activations
 # --------------------------------------------------------------------------
-ACTIVATIONS_SKELETON = '''"""Homework: ReLU, sigmoid and tanh, forward and backward.   minicnn homework check activations
+ACTIVATIONS_SKELETON = '''"""Homework: ReLU, sigmoid, tanh: forward and backward.   minicnn homework check activations
 
 Every function works on NumPy arrays of any shape and dtype (float32 or
 float64) and must not modify its arguments. ``*_forward`` returns
@@ -202,7 +202,8 @@ def im2col_cases():
                               ("the output size is wrong: OH = (H + 2*ph - KH) // sh + 1",
                                about("cols", lambda r, c: r["cols"].shape[0] != c.expected["cols"].shape[0])),
                               ("padding is applied on one side only (pad both top and bottom, left and right)",
-                               about("cols", lambda r, c, p=p: max(p) > 0 and r["cols"].shape != c.expected["cols"].shape))]))
+                               about("cols", lambda r, c, p=p: max(p) > 0
+                                     and r["cols"].shape != c.expected["cols"].shape))]))
         cases.append(Case(f"col2im {label}", 1,
                           [call("col2im", "$dcols", list(shape), list(k), list(s), list(p), out=("dx",))],
                           {"dcols": dcols}, {"dx": dx}, args=args, seed=SEED + 1, diagnoses=[
@@ -662,7 +663,8 @@ def _batchnorm_diagnoses(training, momentum, eps):
             ("the statistics are taken over the batch axis only; they run over N, H and W (every axis but "
              "the channels)", matches("y", lambda c: y_of(c, training=True, axes=(0,)))),
             ("the running statistics are not updated in training",
-             about("running_mean_out", lambda r, c: close(r["running_mean_out"], c.inputs["running_mean"].astype(float)))),
+             about("running_mean_out", lambda r, c: close(r["running_mean_out"],
+                                                          c.inputs["running_mean"].astype(float)))),
             ("the running variance is updated with the biased variance; it takes var * M / (M - 1)",
              about("running_var_out", lambda r, c: close(r["running_var_out"], (1 - momentum) * c.inputs["running_var"]
                                                          + momentum * _bn(c, True)[2].ravel()))),
