@@ -8,7 +8,7 @@ import json
 import os
 import sys
 
-from .common import CLIError, HelpFormatter, positive_int, positive_number
+from .common import CLIError, HelpFormatter, output_folder, positive_int, positive_number
 
 EXAMPLES = """\
 examples:
@@ -81,6 +81,7 @@ def run(args):
     if name is not None and name not in homework.ASSIGNMENTS:
         raise CLIError(f"no assignment {name!r}; the assignments are: {', '.join(homework.ASSIGNMENTS)}")
     if action == "start":
+        output_folder(args.dir, "--dir")
         try:
             path = homework.start(name, args.dir, notebook=args.notebook)
         except FileExistsError as e:
@@ -112,9 +113,9 @@ def grade_folder(args, homework):
         raise CLIError(f"{args.folder}: not a folder of submissions")
     for option, path in (("--csv", args.csv), ("--gradescope", args.gradescope)):
         if path:
-            parent = os.path.dirname(os.path.abspath(path))
-            if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
-                raise CLIError(f"{option} {path}: cannot write there (the folder {parent} is missing or not writable)")
+            if os.path.isdir(path):
+                raise CLIError(f"{option} {path}: is a folder; give a file name")
+            output_folder(os.path.dirname(os.path.abspath(path)), option)
     grades = grade_folder(args.folder, args.assignment, jobs=args.jobs, time_limit=args.time_limit,
                           memory_mb=args.memory_mb)
     if not grades:
