@@ -13,6 +13,7 @@ in its docstring) plus a thin wrapper that checks arguments and calls
 - ``pooling``: max_pool2d (argmax stored), avg_pool2d, adaptive_avg_pool2d
 - ``norm``: batch_norm (batch statistics in training, running ones in eval)
 - ``dropout``: dropout (inverted)
+- ``implementations``: ``use_implementation(name, fn)`` puts another implementation of a public op in place
 """
 from .basic import *  # noqa: F401,F403
 from .activation import *  # noqa: F401,F403
@@ -23,3 +24,4 @@ from .conv_transpose import *  # noqa: F401,F403
 from .pooling import *  # noqa: F401,F403
 from .norm import *  # noqa: F401,F403
 from .dropout import *  # noqa: F401,F403
+from .implementations import *  # noqa: F401,F403

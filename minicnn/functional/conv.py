@@ -33,6 +33,7 @@ from ..autograd import Function
 from ..backend import get_array_module, raw
 from ..speed import column_sums, matmul, matmul_t, parallel_copy
 from ..utils import pair
+from .implementations import replacement
 from .windows import (add_tap, channels_last, check_4d, conv_output_size, from_channels_last, gpu_kernels,
                       output_hw, padded_channels_last, sum_windows, window_args, window_view)
 
@@ -75,6 +76,8 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
     is free. When no copy is needed (a 1x1 kernel with stride 1 on
     channels-last memory) the result is a view of x: treat cols as read-only.
     """
+    if (replaced := replacement("im2col")) is not None:     # F.use_implementation("im2col", ...)
+        return replaced(x, kernel_size, stride, padding, dilation)
     x = raw(x)
     check_4d(x, "im2col")
     kernel, stride, padding, dilation = window_args("im2col", kernel_size, stride, padding, dilation)
@@ -116,6 +119,8 @@ def col2im(cols, x_shape, kernel_size, stride=1, padding=0, dilation=1):
     every x and c. It is computed by a loop over the KH*KW kernel taps, each
     adding one strided slice (never ``np.add.at``, never a loop over pixels).
     """
+    if (replaced := replacement("col2im")) is not None:
+        return replaced(cols, x_shape, kernel_size, stride, padding, dilation)
     cols = raw(cols)
     if len(x_shape) != 4:
         raise ValueError(f"col2im: x_shape must be (N, C, H, W), got {tuple(x_shape)}")
@@ -265,6 +270,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     Returns (N, C_out, OH, OW) with OH = conv_output_size(H, KH, stride, padding, dilation).
     See ``Conv2d`` for the math and ``im2col`` for the layout.
     """
+    if (replaced := replacement("conv2d")) is not None:
+        return replaced(x, weight, bias, stride, padding, dilation, groups)
     stride = pair(stride, "stride", "conv2d")
     padding = pair(padding, "padding", "conv2d", minimum=0)
     dilation = pair(dilation, "dilation", "conv2d")

@@ -3,6 +3,7 @@ import numpy as np
 
 from ..autograd import Function, Tensor
 from ..backend import get_array_module
+from .implementations import replacement
 
 __all__ = ["dropout"]
 
@@ -37,6 +38,8 @@ def dropout(x, p=0.5, training=True, *, rng=None):
     ``numpy.random.Generator`` (``cupy.random.Generator`` for GPU data) for
     reproducible masks; by default the global ``xp.random`` state is used.
     """
+    if (replaced := replacement("dropout")) is not None:
+        return replaced(x, p, training, rng)
     if isinstance(p, bool) or not isinstance(p, (int, float, np.floating, np.integer)) or not 0.0 <= p < 1.0:
         raise ValueError(f"dropout: p must be a probability in [0, 1), got {p!r}")
     if not training or p == 0:

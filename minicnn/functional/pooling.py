@@ -15,6 +15,7 @@ from ..autograd import Function
 from ..backend import get_array_module
 from ..speed import assign_increasing
 from ..utils import pair
+from .implementations import replacement
 from .windows import (add_tap, channels_last, check_4d, from_channels_last, gpu_kernels, output_hw,
                       padded_channels_last, sum_windows, valid_span, window_view)
 
@@ -168,6 +169,8 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     ``return_indices=True`` (int64 flat indices h*W + w into each input
     plane, no gradient). ``ceil_mode`` must stay False. See ``MaxPool2d``.
     """
+    if (replaced := replacement("max_pool2d")) is not None:
+        return replaced(x, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
     kernel, stride, padding, dilation, out_hw = pool_args(
         "max_pool2d", x, kernel_size, stride, padding, dilation, ceil_mode)
     return MaxPool2d.apply(x, kernel=kernel, stride=stride, padding=padding, dilation=dilation,
@@ -248,6 +251,8 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
     counts as zeros, and also in the divisor unless ``count_include_pad=False``.
     ``ceil_mode`` must stay False. See ``AvgPool2d``.
     """
+    if (replaced := replacement("avg_pool2d")) is not None:
+        return replaced(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
     kernel, stride, padding, _, out_hw = pool_args("avg_pool2d", x, kernel_size, stride, padding,
                                                      ceil_mode=ceil_mode)
     if divisor_override is not None and (isinstance(divisor_override, bool) or divisor_override <= 0):
