@@ -46,14 +46,16 @@ class GraphBuilder:
         self.nodes, self.initializers = [], []
         self.names = {id(tr.input): "pixels"}        # id(array) -> the value's name in the graph
         self.state_names = state_names               # id(parameter or buffer array) -> its state_dict name
-        self.taken = {"pixels", "logits"}
+        self.taken = {"pixels", "logits"}           # value names (nodes have their own: node_names)
+        self.node_names = set()
         self.prefix = ""
 
-    def unique(self, name):
+    def unique(self, name, taken=None):
+        taken = self.taken if taken is None else taken
         base, k = name, 1
-        while name in self.taken:
+        while name in taken:
             name, k = f"{base}_{k}", k + 1
-        self.taken.add(name)
+        taken.add(name)
         return name
 
     def const(self, array, hint):
@@ -77,7 +79,7 @@ class GraphBuilder:
         return self.names[key]
 
     def node(self, op_type, inputs, outputs, **attributes):
-        name = self.unique(f"{self.prefix}/{op_type}" if self.prefix else op_type)
+        name = self.unique(f"{self.prefix}/{op_type}" if self.prefix else op_type, self.node_names)
         self.nodes.append(self.onnx.helper.make_node(op_type, list(inputs), list(outputs), name=name, **attributes))
 
     def add(self, call):
@@ -109,8 +111,9 @@ def build_graph(onnx, model, x):
     state_names = {id(t.data): n for n, t in list(model.named_parameters()) + list(model.named_buffers())}
     b = GraphBuilder(onnx, tr, state_names)
     if id(tr.output) not in tr.dynamic:
-        raise ExportError(f"export_onnx: {type(model).__name__}'s output does not depend on its input through "
-                          f"minicnn ops (its forward computes on raw arrays, which the trace cannot follow)")
+        where = f"layer '{tr.lost}'" if tr.lost else type(model).__name__
+        raise ExportError(f"export_onnx: the output of {where} does not depend on its input through minicnn ops "
+                          f"(its forward computes on raw arrays, which the trace cannot follow)")
     if id(tr.output) == id(tr.input):
         b.node("Identity", ["pixels"], ["logits"])
     for call in tr.calls:

@@ -32,6 +32,7 @@ import numpy as np
 
 from ..backend import to_device
 from ..checkpoint import load_checkpoint
+from ..errors import CheckpointError
 from ..models import MODELS
 from .optional import require
 
@@ -48,7 +49,7 @@ PICKLE_MESSAGE = (
 TORCH_ONLY = ("num_batches_tracked",)     # PyTorch batchnorm's step counter: not a weight, minicnn has none
 
 
-class WeightsError(ValueError):
+class WeightsError(CheckpointError):
     """A weights file that cannot be read, or does not fit the model (the model is left unchanged)."""
 
 

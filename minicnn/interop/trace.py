@@ -52,6 +52,7 @@ class Trace:
     output: object             # the output array
     producer: dict = field(default_factory=dict)    # id(array) -> the Call that produced it
     dynamic: set = field(default_factory=set)       # ids of the arrays that depend on the input
+    lost: str = None           # the first module whose output stopped depending on its (dynamic) input
 
 
 def full_settings(fn, arrays, settings):
@@ -72,6 +73,8 @@ def _claim(tr, name, inputs, output):
     """Label the unclaimed calls between ``inputs`` and ``output`` as module ``name``'s."""
     stop = {id(t.data) for t in inputs if isinstance(t, Tensor)}
     todo = [id(o.data) for o in (output if isinstance(output, (tuple, list)) else [output]) if isinstance(o, Tensor)]
+    if tr.lost is None and stop & tr.dynamic and not set(todo) & tr.dynamic:
+        tr.lost = name
     seen = set()
     while todo:
         key = todo.pop()
