@@ -146,7 +146,7 @@ def describe_misfit(model, tensors):
     """What keeps ``tensors`` from loading into ``model`` (missing, unexpected, shapes), or None."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in tensors]
-    unexpected = [k for k in tensors if k not in expected]
+    unexpected = sorted(k for k in tensors if k not in expected)
     shapes = [f"'{k}' is {tuple(tensors[k].shape)} in the file but {tuple(v.shape)} in the model"
               for k, v in expected.items() if k in tensors and tuple(tensors[k].shape) != tuple(v.shape)]
     problems = []
