@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import minicnn
+from minicnn import functional as F
 from minicnn import nn
 from minicnn.autograd import Function, Tensor, no_grad
 from minicnn.interop import ExportError, export_onnx
@@ -198,13 +199,36 @@ def test_other_layers_export_too(tmp_path, images):
     nn.init.manual_seed(1)
     model = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1, dilation=1, groups=1), nn.LeakyReLU(0.1),
                           nn.AvgPool2d(2), nn.Conv2d(8, 8, 3, padding=2, dilation=2, groups=4), nn.Tanh(),
+                          nn.ConvTranspose2d(8, 8, 3, stride=2, padding=1, output_padding=1), nn.ReLU(),
+                          nn.MaxPool2d(3, stride=2, padding=1, dilation=1), nn.AvgPool2d(3, 1, 1, count_include_pad=False),
                           nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, 16), nn.BatchNorm1d(16),
                           nn.Sigmoid(), nn.Dropout(0.5), nn.Linear(16, 3))
-    model[8].running_mean.data[...] = 0.2
+    model[12].running_mean.data[...] = 0.2
     model.eval()
     export_onnx(model, tmp_path / "o.onnx", (3, 32, 32))
     np.testing.assert_allclose(session(tmp_path / "o.onnx").run(None, {"pixels": images[:9]})[0],
                                logits(model, images[:9]), rtol=0, atol=1e-5)
+
+
+class EveryOtherOp(nn.Module):
+    """A custom forward through the remaining exporters: shapes, reductions, element-wise and softmax ops."""
+
+    def forward(self, x):                                       # (N, 3, 32, 32)
+        y = F.transpose(F.reshape(x[:, :, 1:31:3, 2:], (x.shape[0], 3, 10, 30)), (0, 2, 3, 1))    # (N, 10, 30, 3)
+        y = F.clip(y - 0.5, -0.3, None) ** 2 + F.exp(-F.abs(y)) * F.sqrt(y + 1) / F.log(y + 2)
+        y = F.cast(y, np.float32)
+        top = F.reshape(F.max(y, axis=(1, 2), keepdims=True), (x.shape[0], 3))
+        s = F.sum(y, axis=(1, 2)) + F.mean(y, axis=1).max(axis=1) - top           # (N, 3)
+        return F.concatenate([F.log_softmax(s, axis=1), F.softmax(s, axis=-1), F.leaky_relu(s, 0.2)], axis=1)
+
+
+def test_every_exporter_of_a_custom_forward(tmp_path, images):
+    model = EveryOtherOp()
+    export_onnx(model, tmp_path / "e.onnx", (3, 32, 32))
+    theirs = session(tmp_path / "e.onnx").run(None, {"pixels": images[:5]})[0]
+    assert theirs.shape == (5, 9)
+    # (s sums 300 values of about 1: float32 rounding in another summation order is about 3e-5)
+    np.testing.assert_allclose(theirs, logits(model, images[:5]), rtol=1e-5, atol=2e-4)
 
 
 def test_import_minicnn_does_not_import_onnx_or_safetensors():

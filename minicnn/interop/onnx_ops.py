@@ -73,44 +73,41 @@ def softmax(b, call, ins, outs):
     b.node(call.op, ins, outs, axis=int(call.settings["axis"]))
 
 
+def window(call, kernel):
+    """The window attributes of Conv, ConvTranspose, MaxPool and AveragePool (pads: top, left, bottom, right)."""
+    (ph, pw), s = call.settings["padding"], call.settings
+    attrs = dict(kernel_shape=ints(kernel), strides=ints(s["stride"]), pads=ints([ph, pw, ph, pw]))
+    if "dilation" in s:
+        attrs["dilations"] = ints(s["dilation"])
+    return attrs
+
+
 @exports(conv.Conv2d)
 def conv2d(b, call, ins, outs):
-    """Conv2d(x, W, b): Conv with the same weight layout (C_out, C_in/groups, KH, KW); pads (top, left, bottom, right)."""
-    s = call.settings
-    (ph, pw) = s["padding"]
-    b.node("Conv", [i for i in ins if i is not None], outs, kernel_shape=ints(call.arrays[1].shape[2:]),
-           strides=ints(s["stride"]), pads=ints([ph, pw, ph, pw]), dilations=ints(s["dilation"]),
-           group=int(s["groups"]))
+    """Conv2d(x, W, b): Conv, with the same weight layout (C_out, C_in/groups, KH, KW)."""
+    b.node("Conv", [i for i in ins if i is not None], outs, group=int(call.settings["groups"]),
+           **window(call, call.arrays[1].shape[2:]))
 
 
 @exports(conv_transpose.ConvTranspose2d)
 def conv_transpose2d(b, call, ins, outs):
     """ConvTranspose2d(x, W, b): ConvTranspose, weight (C_in, C_out/groups, KH, KW) in both."""
+    b.node("ConvTranspose", [i for i in ins if i is not None], outs, group=int(call.settings["groups"]),
+           output_padding=ints(call.settings["output_padding"]), **window(call, call.arrays[1].shape[2:]))
+
+
+@exports(pooling.MaxPool2d, pooling.AvgPool2d)
+def pool2d(b, call, ins, outs):
+    """max_pool2d: MaxPool (padding never wins: -inf in both); avg_pool2d: AveragePool."""
     s = call.settings
-    (ph, pw) = s["padding"]
-    b.node("ConvTranspose", [i for i in ins if i is not None], outs,
-           kernel_shape=ints(call.arrays[1].shape[2:]), strides=ints(s["stride"]), pads=ints([ph, pw, ph, pw]),
-           output_padding=ints(s["output_padding"]), dilations=ints(s["dilation"]), group=int(s["groups"]))
-
-
-@exports(pooling.MaxPool2d)
-def max_pool2d(b, call, ins, outs):
-    s = call.settings
-    if s["return_indices"]:
-        raise ExportError("max_pool2d with return_indices=True (the indices are not exported)")
-    (ph, pw) = s["padding"]
-    b.node("MaxPool", ins, outs, kernel_shape=ints(s["kernel"]), strides=ints(s["stride"]),
-           pads=ints([ph, pw, ph, pw]), dilations=ints(s["dilation"]))
-
-
-@exports(pooling.AvgPool2d)
-def avg_pool2d(b, call, ins, outs):
-    s = call.settings
-    if s["divisor_override"] is not None:
-        raise ExportError("avg_pool2d with divisor_override (ONNX AveragePool has no such setting)")
-    (ph, pw) = s["padding"]
-    b.node("AveragePool", ins, outs, kernel_shape=ints(s["kernel"]), strides=ints(s["stride"]),
-           pads=ints([ph, pw, ph, pw]), count_include_pad=int(s["count_include_pad"]))
+    if isinstance(call.fn, pooling.MaxPool2d):
+        if s["return_indices"]:
+            raise ExportError("max_pool2d with return_indices=True (the indices are not exported)")
+        b.node("MaxPool", ins, outs, **window(call, s["kernel"]))
+    else:
+        if s["divisor_override"] is not None:
+            raise ExportError("avg_pool2d with divisor_override (ONNX AveragePool has no such setting)")
+        b.node("AveragePool", ins, outs, count_include_pad=int(s["count_include_pad"]), **window(call, s["kernel"]))
 
 
 @exports(norm.BatchNorm)
