@@ -113,7 +113,7 @@ def test_the_file_carries_class_names_normalisation_and_state_dict_names(tmp_pat
     model = trained_looking("resnet20")
     proto = export_onnx(model, tmp_path / "r.onnx", (1, 3, 32, 32))      # (N, C, H, W) is accepted too
     meta = {p.key: p.value for p in proto.metadata_props}
-    assert json_list(meta["classes"]) == CLASSES and meta["input"].startswith("pixels (N, 3, 32, 32)")
+    assert json_list(meta["classes"]) == CLASSES and meta["input"].startswith("pixels (N, 3, 32, 32), float32 in [0, 1]")
     ops = [n.op_type for n in proto.graph.node]
     assert ops[:3] == ["Sub", "Div", "Conv"]                 # the input normalisation comes first
     # 19 batchnorms, 9 shortcut additions and the linear layer's bias; option A shortcuts: Slice and Pad

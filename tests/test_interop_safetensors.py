@@ -166,6 +166,19 @@ def test_pickles_are_never_opened_and_the_message_says_how_to_convert(name, wrap
     assert_same_state(model, before)
 
 
+def test_a_safetensors_file_that_begins_like_a_pickle_still_loads(tmp_path):
+    # Its first byte is the header length's low byte: 0x80 is a pickle's first byte too.
+    a = model_with_statistics("lenet5")
+    for pad in range(0, 256, 1):
+        path = save_safetensors(a, tmp_path / "p.safetensors", metadata={"pad": "x" * pad})
+        if Path(path).read_bytes()[:1] == b"\x80":
+            break
+    assert Path(path).read_bytes()[:1] == b"\x80"
+    b = get_model("lenet5")
+    load_safetensors(b, path)
+    assert_same_state(b, snapshot(a))
+
+
 def test_a_missing_file(tmp_path):
     with pytest.raises(WeightsError, match="does not exist"):
         load_safetensors(get_model("lenet5"), tmp_path / "none.safetensors")

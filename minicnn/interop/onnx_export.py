@@ -27,6 +27,7 @@ import numpy as np
 
 from .._version import __version__
 from ..backend import to_device
+from ..nn import Normalize
 from .onnx_ops import EXPORTERS, ExportError
 from .optional import require
 from .trace import trace
@@ -171,7 +172,10 @@ def export_onnx(model, path, input_shape, *, classes=None, check=True):
     proto = onnx.helper.make_model(graphs[0], producer_name="minicnn", producer_version=__version__,
                                    opset_imports=[onnx.helper.make_opsetid("", OPSET)])
     proto.ir_version = IR_VERSION
-    meta = {"input": f"pixels (N, {', '.join(map(str, shape))}), float32",
+    normalised = any(isinstance(m, Normalize) for m in model.modules())
+    meta = {"input": f"pixels (N, {', '.join(map(str, shape))}), float32" + (
+                " in [0, 1] (the normalisation is inside)" if normalised else
+                ", normalised as in training (the model has no nn.Normalize layer)"),
             "output": f"logits (N, {graphs[0].output[0].type.tensor_type.shape.dim[1].dim_value})"}
     if classes is not None:
         meta["classes"] = json.dumps([str(c) for c in classes])

@@ -81,12 +81,19 @@ def save_safetensors(model, path, metadata=None):
 
 
 def looks_pickled(path):
-    """A PyTorch file by its name or its first bytes (a zip archive, or a raw pickle's protocol opcode)."""
+    """A PyTorch file, by its name or its first bytes: a zip archive, or a raw pickle's protocol opcode.
+
+    A safetensors file begins with its header's length (8 bytes) and then
+    ``{``; one that does is never taken for a pickle, whatever its first byte.
+    """
     if path.lower().endswith(PICKLE_SUFFIXES):
         return True
     with open(path, "rb") as f:
-        head = f.read(4)
-    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
+        head = f.read(9)
+    header = int.from_bytes(head[:8], "little") if len(head) == 9 else -1
+    if head[8:9] == b"{" and 0 < header <= os.path.getsize(path) - 8:
+        return False
+    return head.startswith(b"PK\x03\x04") or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"))
 
 
 def read_safetensors(path):
