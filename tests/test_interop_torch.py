@@ -139,3 +139,9 @@ def test_a_shape_mismatch_names_the_parameter_and_both_shapes(tmp_path):
         load_safetensors(ours, tmp_path / "five.safetensors")
     for k, v in ours.state_dict().items():
         np.testing.assert_array_equal(v, before[k], err_msg=k)
+
+
+def test_bfloat16_weights_get_a_conversion_hint(tmp_path):
+    safetensors_torch.save_file({"13.bias": torch.zeros(10, dtype=torch.bfloat16)}, str(tmp_path / "bf.safetensors"))
+    with pytest.raises(WeightsError, match=r"holds bfloat16 tensors, which NumPy has no type for; .*v.float\(\)"):
+        load_safetensors(get_model("simple_cnn"), tmp_path / "bf.safetensors")

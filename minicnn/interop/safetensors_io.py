@@ -114,6 +114,10 @@ def read_safetensors(path):
         with safetensors.safe_open(path, framework="np") as f:
             raw = f.metadata() or {}
     except Exception as e:     # safetensors' own error names the broken part (header, offsets, dtype)
+        if "bfloat16" in str(e):
+            raise WeightsError(f"{path} holds bfloat16 tensors, which NumPy has no type for; convert them in "
+                               f"PyTorch: save_file({{k: v.float() for k, v in model.state_dict().items()}}, "
+                               f"\"model.safetensors\")") from None
         raise WeightsError(f"{path} is not a readable safetensors file (corrupt or truncated?): {e}") from None
     metadata = {}
     for k, v in raw.items():
