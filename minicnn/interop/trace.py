@@ -93,8 +93,9 @@ def trace(model, x):
     ``x`` is a raw array in the model's dtype and on its device. The model is
     left as it was (``analysis_mode`` restores its modes; the hooks are removed).
     """
-    tr = Trace(calls=[], input=x, output=None)
-    tr.dynamic.add(id(x))
+    pixels = Tensor(x)
+    tr = Trace(calls=[], input=pixels.data, output=None)
+    tr.dynamic.add(id(pixels.data))
 
     def record(fn, arrays, settings):
         out = fn.forward(*arrays, **settings)
@@ -114,7 +115,7 @@ def trace(model, x):
     previous = autograd.set_op_hooks(record, None)
     try:
         with analysis_mode(model), no_grad():
-            y = model(Tensor(x))
+            y = model(pixels)
     finally:
         autograd.set_op_hooks(*previous)
         for h in handles:
