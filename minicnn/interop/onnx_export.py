@@ -34,7 +34,7 @@ from .trace import trace
 
 __all__ = ["export_onnx", "ExportError", "OPSET"]
 
-OPSET = 17          # ONNX Runtime 1.14+, onnx.js, TensorRT 8.6+ and most mobile runtimes read it
+OPSET = 17          # ONNX Runtime 1.14+ (also its web and mobile builds) and TensorRT 8.6+ read it
 IR_VERSION = 8      # the IR version of opset 17
 TRACE_BATCHES = (2, 3)
 
