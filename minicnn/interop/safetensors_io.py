@@ -119,6 +119,8 @@ def read_safetensors(path):
                                f"PyTorch: save_file({{k: v.float() for k, v in model.state_dict().items()}}, "
                                f"\"model.safetensors\")") from None
         raise WeightsError(f"{path} is not a readable safetensors file (corrupt or truncated?): {e}") from None
+    # With ml_dtypes imported (onnx imports it) NumPy reads bfloat16; minicnn computes in float32.
+    tensors = {k: v.astype(np.float32) if v.dtype.name == "bfloat16" else v for k, v in tensors.items()}
     metadata = {}
     for k, v in raw.items():
         try:
