@@ -24,10 +24,12 @@ from .serialization import save, load
 from .checkpoint import load_model
 from . import explain, attacks, synthesize, doctor
 from .summary import summary
+from .interop import export_onnx, save_safetensors, load_safetensors   # onnx/safetensors imported on first call
 
 __all__ = [
     "__version__", "Tensor", "Function", "tensor", "no_grad", "enable_grad", "is_grad_enabled",
     "get_array_module", "is_gpu_available", "default_dtype", "set_default_dtype",
     "functional", "gradcheck", "numerical_grad", "GradcheckReport", "nn", "optim", "save", "load", "load_model",
     "explain", "attacks", "synthesize", "doctor", "summary",
+    "export_onnx", "save_safetensors", "load_safetensors",
 ]

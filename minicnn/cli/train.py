@@ -163,7 +163,8 @@ def add_parser(sub):
                           "layer) with L2 norm above C back to norm C (default: none)")
     ft = t.add_argument_group("fine-tuning (docs/12-fine-tuning.md)")
     ft.add_argument("--init-from", default=None, metavar="CKPT",
-                    help="start from this checkpoint's weights (same architecture as --model); the head is "
+                    help="start from this checkpoint's weights (a .npz, or a .safetensors file: docs/15-interop.md; "
+                         "same architecture as --model); the head is "
                          "re-initialised when the data's classes differ from the checkpoint's")
     ft.add_argument("--freeze", action="append", default=None, metavar="PATTERN",
                     help="do not train the parameters whose names match this glob (repeatable; '*' matches "
@@ -194,7 +195,10 @@ def cmd_train(args):
 
     cfg = prepare_run(args, TrainConfig, out=args.out or f"runs/{args.model or recipe_model(args.recipe)}",
                       freeze=list(args.freeze or []))
-    trainer = Trainer(cfg)
+    import functools
+
+    from ..interop import read_weights_file      # --init-from: a minicnn .npz or a .safetensors file
+    trainer = Trainer(cfg, read_init=functools.partial(read_weights_file, model_name=args.model))
     if trainer.run() is not None:
         return 0
     return 143 if trainer.stop_reason == "SIGTERM" else 130     # 128 + the signal's number, as a shell reports it

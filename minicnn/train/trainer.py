@@ -70,7 +70,7 @@ def _seed_step(seed, epoch, step):
     seed_global(int(np.random.SeedSequence([seed, epoch, step]).generate_state(1)[0]))
 
 
-def _model_from_checkpoints(cfg):
+def _model_from_checkpoints(cfg, read_init=load_checkpoint):
     """No --model with --resume or --init-from: the checkpoint's model (and recipe), not the fast default."""
     if cfg.model is not None:
         return cfg
@@ -81,7 +81,7 @@ def _model_from_checkpoints(cfg):
         if cfg.recipe is None:
             cfg.recipe = saved.get("recipe", "standard")
     elif cfg.init_from is not None and not cfg.resume:
-        cfg.model = load_checkpoint(cfg.init_from)["model_name"]
+        cfg.model = read_init(cfg.init_from)["model_name"]
     return cfg
 
 
@@ -94,9 +94,10 @@ class Trainer:
     ``Sequential(normalize=nn.Normalize(mean, std), net=model)`` on [0, 1] pixels.
     """
 
-    def __init__(self, cfg, log=print):
+    def __init__(self, cfg, log=print, read_init=load_checkpoint):
+        # read_init: how --init-from's file is read (the CLI's also reads .safetensors: minicnn.interop)
         apply_process_settings()         # allocator and BLAS threads for a long job (never at import)
-        self.cfg = cfg = complete_config(_model_from_checkpoints(cfg))
+        self.cfg = cfg = complete_config(_model_from_checkpoints(cfg, read_init))
         self.log = log
         # Everything that can be refused cheaply is refused before the data is decoded:
         # --out, an existing run, --resume's checkpoint and settings, --init-from, attacks.
@@ -108,7 +109,7 @@ class Trainer:
             self._adversarial_examples()
         init = None
         if cfg.init_from is not None and not self.job.resumed:   # (a resumed run has its weights in last.npz)
-            init = load_checkpoint(cfg.init_from)
+            init = read_init(cfg.init_from)
             check_architecture(cfg.model, init, cfg.init_from)
         desc = self._data(self.job.checkpoint or init)
         self._network(init)
