@@ -25,7 +25,8 @@ examples:
   minicnn COMMAND --help                         # each command's options, defaults and examples"""
 
 # The verbs, in the order ``minicnn --help`` lists them: (verb module in this package).
-VERB_MODULES = ("train", "gradcheck", "explain", "attack", "synthesize", "doctor", "image2image", "gan")
+VERB_MODULES = ("train", "gradcheck", "explain", "attack", "synthesize", "doctor", "image2image", "gan",
+               "report", "explore")
 
 
 def build_parser():
