@@ -15,8 +15,8 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ..report.images import RESIZE_RULE, data_uri, heatmap, image_from_bytes, ImageError, overlay, png_bytes, \
-    signed_map
+from ..report.images import RESIZE_RULE, ImageError, ImageTooLarge, data_uri, heatmap, image_from_bytes, overlay, \
+    png_bytes, signed_map
 
 __all__ = ["Explorer", "BadRequest", "METHODS", "ATTACKS", "EPS_MAX", "EPS_STEP"]
 
@@ -223,7 +223,7 @@ class Explorer:
         try:
             x, (w, h) = image_from_bytes(data, size=self.shape[-1])
         except ImageError as e:
-            raise BadRequest(415, f"upload: {e}") from None
+            raise BadRequest(413 if isinstance(e, ImageTooLarge) else 415, f"upload: {e}") from None
         if self.shape[0] == 1:
             x = x.mean(axis=0, keepdims=True)
         with self.lock:

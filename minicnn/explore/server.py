@@ -49,6 +49,9 @@ class ExploreServer(ThreadingHTTPServer):
     def __init__(self, address, explorer, workers=DEFAULT_WORKERS, max_upload=DEFAULT_MAX_UPLOAD, log=None):
         self.explorer = explorer
         self.slots = threading.BoundedSemaphore(workers)
+        self.workers = workers
+        self.active = 0                  # requests being handled now (at most ``workers``)
+        self._count = threading.Lock()
         self.max_upload = max_upload
         self.log = log
         self.static = resources.files("minicnn.explore").joinpath("static")
@@ -106,6 +109,8 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return self._error(503, "the server is busy; try again in a moment")
         started = time.perf_counter()
+        with self.server._count:
+            self.server.active += 1
         try:
             handle()
         except BadRequest as e:
@@ -119,6 +124,8 @@ class Handler(BaseHTTPRequestHandler):
             except OSError:
                 pass
         finally:
+            with self.server._count:
+                self.server.active -= 1
             self.server.slots.release()
             if self.server.log:
                 self.server.log(f"{self.command} {self.path[:100]} {getattr(self, 'status', '-')} "

@@ -13,10 +13,10 @@ It reads the run folder of ``minicnn train`` (``run``) and uses
 analyses. ``images`` turns arrays into embedded PNGs; ``minicnn.explore``
 shares it.
 """
-from .images import ImageError, data_uri, heatmap, image_from_bytes, overlay, png_bytes, signed_map
+from .images import ImageError, ImageTooLarge, data_uri, heatmap, image_from_bytes, overlay, png_bytes, signed_map
 from .page import EPSILONS, SECTIONS, build_report, write_report
 from .run import Run, RunError, load_test_set, read_run, train_command
 
 __all__ = ["build_report", "write_report", "SECTIONS", "EPSILONS", "Run", "RunError", "read_run",
            "load_test_set", "train_command", "png_bytes", "data_uri", "heatmap", "overlay", "signed_map",
-           "image_from_bytes", "ImageError"]
+           "image_from_bytes", "ImageError", "ImageTooLarge"]

@@ -22,7 +22,7 @@ import io
 import numpy as np
 
 __all__ = ["to_uint8_image", "png_bytes", "data_uri", "heatmap", "overlay", "signed_map", "image_from_bytes",
-           "ImageError", "RESIZE_RULE", "MAX_PIXELS"]
+           "ImageError", "ImageTooLarge", "RESIZE_RULE", "MAX_PIXELS"]
 
 RESIZE_RULE = ("centre-cropped to a square (the longer side is cut evenly on both ends), then resized to "
                "{size}x{size} pixels with Pillow's antialiased (Lanczos) filter; transparency becomes white")
@@ -31,6 +31,10 @@ MAX_PIXELS = 40_000_000      # a decoded upload larger than this (e.g. 8000x5000
 
 class ImageError(ValueError):
     """The bytes are not a PNG/JPEG image that can be used (the message says why)."""
+
+
+class ImageTooLarge(ImageError):
+    """The image has more pixels than allowed (refused before it is decoded)."""
 
 
 def to_uint8_image(a):
@@ -88,7 +92,7 @@ def image_from_bytes(data, size=32, max_pixels=MAX_PIXELS):
     """Uploaded image bytes as a (3, size, size) float32 array in [0, 1] (see ``RESIZE_RULE``).
 
     Returns (array, (width, height) of the original). Raises ``ImageError`` for
-    bytes that are not a PNG or JPEG image, or for one larger than ``max_pixels``.
+    bytes that are not a PNG or JPEG image, ``ImageTooLarge`` for one of more than ``max_pixels`` pixels.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -96,14 +100,14 @@ def image_from_bytes(data, size=32, max_pixels=MAX_PIXELS):
         im = Image.open(io.BytesIO(data))
         kind = im.format
     except Image.DecompressionBombError:
-        raise ImageError(f"the image has more than {max_pixels:,} pixels") from None
+        raise ImageTooLarge(f"the image has more than {max_pixels:,} pixels") from None
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise ImageError(f"not an image (PNG or JPEG expected): {type(e).__name__}") from None
     if kind not in ("PNG", "JPEG"):
         raise ImageError(f"a {kind} image; upload a PNG or JPEG")
     w, h = im.size
     if w * h > max_pixels:
-        raise ImageError(f"the image is {w}x{h} pixels; at most {max_pixels:,} pixels are accepted")
+        raise ImageTooLarge(f"the image is {w}x{h} pixels; at most {max_pixels:,} pixels are accepted")
     try:
         im.load()
         if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
