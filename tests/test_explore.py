@@ -368,3 +368,25 @@ def test_explore_in_a_real_browser(trained_checkpoint, tiny_tree, tmp_path):
             driver.quit()
         proc.terminate()
         proc.communicate(timeout=30)
+
+
+@pytest.mark.slow
+def test_a_built_wheel_ships_the_pages_assets(tmp_path):
+    """A non-editable install finds the page, its script and style, and the report's style (package data)."""
+    import shutil
+    import zipfile
+
+    pytest.importorskip("setuptools")
+    src = tmp_path / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", "runs", "build", "*.egg-info", "__pycache__",
+                                                             ".venv", "*.npz", "*.png"))
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-q",
+                           "-w", str(tmp_path / "dist"), str(src)], capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        pytest.skip(f"pip could not build a wheel here: {done.stderr.strip().splitlines()[-1:]}")
+    wheel = next((tmp_path / "dist").glob("minicnn-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    static = os.path.join(ROOT, "minicnn", "explore", "static")
+    for name in os.listdir(static):
+        assert f"minicnn/explore/static/{name}" in names
+    assert "minicnn/report/assets/report.css" in names
