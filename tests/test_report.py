@@ -133,6 +133,16 @@ def test_report_shows_the_doctors_report(run_dir, tmp_path):
     assert 'class="status FAIL"' in text and "lower the lr" in text and "loss 2.30 = ln(10)" in text
 
 
+@pytest.mark.slow
+def test_train_report_writes_the_page_at_the_end(tiny_tree, tmp_path):
+    out = tmp_path / "run"
+    done = minicnn("train", "--model", "simple_cnn", "--data", tiny_tree, "--epochs", "1", "--batch-size", "50",
+                   "--val-split", "0", "--out", str(out), "--no-progress", "--report")
+    assert done.returncode == 0, done.stderr
+    assert f"report: {out / 'report.html'}" in done.stdout
+    assert Page((out / "report.html").read_text(encoding="utf-8")).sections == list(SECTIONS)
+
+
 def test_report_cli_errors_are_one_line(tmp_path, run_dir):
     for args, words in ((["report", str(tmp_path / "absent")], "no such folder"),
                         (["report", str(tmp_path)], "last.npz or best.npz"),
