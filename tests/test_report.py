@@ -143,6 +143,15 @@ def test_train_report_writes_the_page_at_the_end(tiny_tree, tmp_path):
     assert Page((out / "report.html").read_text(encoding="utf-8")).sections == list(SECTIONS)
 
 
+def test_report_without_test_images_still_has_every_section(run_dir, tmp_path):
+    from minicnn.report import build_report
+
+    text = build_report(run_dir, data=str(tmp_path / "no-data"))
+    assert Page(text).sections == list(SECTIONS)
+    assert "test images not found" in text and text.count("No test images found (pass --data)") == 2
+    assert "Test accuracy <b>" in text                       # from test.json, written by the run
+
+
 def test_report_cli_errors_are_one_line(tmp_path, run_dir):
     for args, words in ((["report", str(tmp_path / "absent")], "no such folder"),
                         (["report", str(tmp_path)], "last.npz or best.npz"),
