@@ -16,7 +16,9 @@ normalisation as its first layer::
 so pixels in [0, 1] go in and logits come out: the convention of
 ``minicnn.explain``, ``minicnn.attacks`` and ``minicnn.synthesize``.
 
-``save_checkpoint`` writes one; every key it writes:
+``write_checkpoint`` writes every kind of training checkpoint (the GAN's and
+image-to-image's too, each with its own ``format``); ``read_checkpoint``
+reads them all back. A classifier's (``minicnn train``) keys:
 
 - ``format`` (``"minicnn-checkpoint"``), ``version``, ``model_name``,
   ``num_classes``, ``classes``;
@@ -25,7 +27,7 @@ so pixels in [0, 1] go in and logits come out: the convention of
 - ``epoch`` (epochs fully done), ``step`` (batches done in the next epoch;
   0 at an epoch boundary), ``partial_epoch`` (JSON: the running loss and
   accuracy sums of that epoch), ``history`` (JSON: one row per epoch),
-  ``best_acc``, ``config`` (JSON: the run's settings);
+  ``best_acc``, ``config`` (JSON: the run's settings), ``ema`` (with ``--ema``: the averaged weights);
 - ``norm_mean``, ``norm_std``: the training images' per-channel statistics.
 """
 import json
@@ -41,37 +43,23 @@ from .serialization import load, save
 CHECKPOINT_FORMAT = "minicnn-checkpoint"
 CHECKPOINT_VERSION = 1
 
-__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "CheckpointError", "save_checkpoint", "read_checkpoint", "read_for_resume", "load_checkpoint",
+__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "CheckpointError", "write_checkpoint", "read_checkpoint", "read_for_resume", "load_checkpoint",
            "model_from_checkpoint", "pixel_model", "load_model", "describe_mismatch"]
 
 
-def save_checkpoint(path, *, model_name, classes, model, optimizer, scheduler, norm, epoch, step=0,
-                    config=None, history=(), best_acc=-1.0, partial_epoch=None, ema=None):
-    """Write a training checkpoint (see the module docstring) atomically with ``minicnn.save``.
+def write_checkpoint(path, fmt, *, config, epoch, step, history, partial_epoch, **entries):
+    """Write a training checkpoint of format ``fmt`` atomically with ``minicnn.save`` (no pickle).
 
-    ``model``, ``optimizer`` and ``scheduler`` are the objects themselves
-    (their ``state_dict`` is saved); ``norm`` is ``(mean, std)``; ``config``
-    a dict of the run's settings; ``ema`` an ``optim.EMA`` (its average is saved too).
+    The one writer of every training (classifier, GAN, image-to-image):
+    ``format``, ``version``, the run's settings ``config`` (a dict, saved as
+    JSON), the position (``epoch`` done, ``step`` into the next one), the
+    ``history`` rows and the ``partial_epoch`` sums (JSON), then ``entries``:
+    an object with a ``state_dict`` (model, optimizer, schedule) is saved as
+    its ``state_dict``, anything else as it is.
     """
-    extra = {"ema": ema.state_dict()} if ema is not None else {}
-    save({**extra,
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
-        "model_name": str(model_name),
-        "num_classes": len(classes),
-        "classes": [str(c) for c in classes],
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "epoch": int(epoch),
-        "step": int(step),
-        "config": json.dumps(config or {}),
-        "history": json.dumps(list(history)),
-        "best_acc": float(best_acc),
-        "partial_epoch": json.dumps(partial_epoch or {}),
-        "norm_mean": np.asarray(norm[0], dtype=np.float64),
-        "norm_std": np.asarray(norm[1], dtype=np.float64),
-    }, path)
+    save({"format": fmt, "version": CHECKPOINT_VERSION, "config": json.dumps(config), "epoch": int(epoch),
+          "step": int(step), "history": json.dumps(list(history)), "partial_epoch": json.dumps(partial_epoch or {}),
+          **{k: v.state_dict() if hasattr(v, "state_dict") else v for k, v in entries.items()}}, path)
 
 
 def read_checkpoint(path, fmt=CHECKPOINT_FORMAT, kind="a minicnn checkpoint"):
@@ -98,20 +86,21 @@ def read_checkpoint(path, fmt=CHECKPOINT_FORMAT, kind="a minicnn checkpoint"):
     return ckpt
 
 
-def read_for_resume(last_path, fmt, kind, cfg, run_defining):
-    """``--resume`` of a run folder: the checkpoint at ``last_path``, refused when it is missing, of
-    another kind, or made with other values of the ``run_defining`` settings than ``cfg`` has."""
+def read_for_resume(last_path, fmt, kind, cfg, run_defining, saved_defaults=None):
+    """``--resume`` of a run folder: the checkpoint at ``last_path``, its ``history`` and ``partial_epoch``
+    decoded; refused when it is missing, of another kind, or made with other values of the
+    ``run_defining`` settings than ``cfg`` has (``saved_defaults``: what a checkpoint lacking one used)."""
     if not os.path.isfile(last_path):
         raise CheckpointError(f"--resume: no checkpoint at {last_path}; start without --resume")
-    ckpt = load(last_path)
-    if ckpt.get("format") != fmt:
-        raise CheckpointError(f"--resume: {last_path} is not {kind}")
-    saved = json.loads(ckpt["config"])
-    for key in run_defining:
-        if saved.get(key) != getattr(cfg, key):
-            raise CheckpointError(f"--resume: {last_path} was trained with {key}={saved.get(key)!r}, "
-                                  f"this run asks for {getattr(cfg, key)!r}; use the same options or another --out")
-    return ckpt
+    ckpt = read_checkpoint(last_path, fmt, kind)
+    saved = {**(saved_defaults or {}), **json.loads(ckpt["config"])}
+    diffs = [f"--{k.replace('_', '-')} {getattr(cfg, k)} (checkpoint: {saved.get(k)})"
+             for k in run_defining if saved.get(k) != getattr(cfg, k)]
+    if diffs:
+        raise CheckpointError(
+            f"--resume: these settings differ from the run saved in {last_path}: " + "; ".join(diffs) +
+            ". Resume with the original settings, or start a new run with another --out.")
+    return {**ckpt, "history": json.loads(ckpt["history"]), "partial_epoch": json.loads(ckpt["partial_epoch"])}
 
 
 def load_checkpoint(path):

@@ -139,17 +139,17 @@ def test_nonfinite_loss_stops_with_message_and_keeps_checkpoint(tiny_cifar, tmp_
         return result
     monkeypatch.setattr(trainer, "train_epoch", epoch_then_explode)
     snapshot = {}
-    real_ckpt = trainer.checkpoint
+    real_save, last = trainer.job.save, trainer.job.last_path
 
-    def checkpoint(path=None):
-        real_ckpt(path)
-        snapshot[path or trainer.last_path] = open(path or trainer.last_path, "rb").read()
-    monkeypatch.setattr(trainer, "checkpoint", checkpoint)
+    def save(path=None):
+        real_save(path)
+        snapshot[path or last] = open(path or last, "rb").read()
+    monkeypatch.setattr(trainer.job, "save", save)
     with pytest.raises(TrainingError) as info:
         trainer.run()
     msg = str(info.value)
     assert "at epoch 2, step" in msg and "lower learning rate" in msg
-    assert (out / "last.npz").read_bytes() == snapshot[trainer.last_path]     # epoch 1's, intact
+    assert (out / "last.npz").read_bytes() == snapshot[last]     # epoch 1's, intact
     assert load(str(out / "last.npz"))["epoch"] == 1
 
 
@@ -195,22 +195,47 @@ def test_checkpoint_from_another_model(tiny_cifar, tmp_path, capsys):
                  "--model", "simple_cnn"]) == 2
     err = capsys.readouterr().err
     assert "lenet5 checkpoint, which does not fit model simple_cnn" in err
-    with pytest.raises(TrainingError, match="is a lenet5 run, but --model is simple_cnn"):
+    with pytest.raises(TrainingError, match=r"--model simple_cnn \(checkpoint: lenet5\)"):
         Trainer(_cfg(tiny_cifar, out, model="simple_cnn", resume=True), log=lambda *_: None)
 
 
 def test_default_data_search_explains_how_to_get_cifar(tmp_path, monkeypatch):
+    import minicnn.train.datasets as datasets
+
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MINICNN_DATA", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr(datasets, "CHECKOUT", str(tmp_path / "clone"))
     with pytest.raises(TrainingError) as info:
         resolve_data(None)
     msg = str(info.value)
     assert "CIFAR-10 was not found" in msg and "--data download" in msg and "cifar-10-batches-py" in msg
+    # every place tried is named, the current folder's as the path it meant, and how to pass --data
+    assert "$MINICNN_DATA (not set)" in msg and f"./data/cifar10-jpeg (here: {tmp_path}/data/cifar10-jpeg)" in msg
+    assert f"{tmp_path}/clone/data/cifar10-jpeg" in msg and f"{tmp_path}/shared/data/cifar10-jpeg" in msg
+    assert "Pass --data PATH" in msg
     monkeypatch.setenv("MINICNN_DATA", str(tmp_path / "d"))
     (tmp_path / "d" / "train").mkdir(parents=True)
     (tmp_path / "d" / "test").mkdir()
     assert resolve_data(None) == ("folder", str(tmp_path / "d"))
+
+
+def test_data_beside_the_checkout_is_found_from_any_folder(tmp_path, monkeypatch):
+    import minicnn.train.datasets as datasets
+
+    assert os.path.isdir(os.path.join(datasets.CHECKOUT, "minicnn", "train"))   # the folder above the package
+    monkeypatch.delenv("MINICNN_DATA", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    clone = tmp_path / "work" / "minicnn"
+    for where in (clone / "data" / "cifar10-jpeg", tmp_path / "work" / "shared" / "data" / "cifar10-jpeg"):
+        (where / "train").mkdir(parents=True)
+        (where / "test").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    monkeypatch.setattr(datasets, "CHECKOUT", str(clone))
+    assert resolve_data(None) == ("folder", str(clone / "data" / "cifar10-jpeg"))
+    (clone / "data" / "cifar10-jpeg" / "train").rmdir()       # ... and the shared folder beside the clone
+    assert resolve_data(None) == ("folder", str(tmp_path / "work" / "shared" / "data" / "cifar10-jpeg"))
 
 
 def test_gradcheck_command_checks_all_builtin_layers(capsys):
@@ -320,11 +345,13 @@ def test_time_estimate_says_hours_and_how_to_stop():
     assert format_duration(8) == "8 s" and format_duration(75) == "1 min 15 s"
     assert format_duration(5 * 3600 + 12 * 60 + 10) == "5 h 12 min" and format_duration(2 * 86400 + 3600) == "2 d 1 h"
     line = estimate_message(0.3, 62_400, 182, hint="for a run of minutes on the CPU, use --model simple_cnn")
-    assert line.startswith("estimated 5 h 12 min for 182 epochs")
+    assert line.startswith("estimated 5 h 12 min remaining (5 h 12 min in all for 182 epochs")
     assert "long run" in line and "--max-minutes" in line and "--resume" in line and "simple_cnn" in line
     short = estimate_message(0.01, 500, 15)
-    assert short.startswith("estimated 5 s for 15 epochs") and "long run" not in short
-    assert "rest of the 15 epochs" in estimate_message(0.01, 500, 15, resumed=True)
+    assert short.startswith("estimated 5 s remaining (5 s in all for 15 epochs") and "long run" not in short
+    # after the first steps, or in a resumed run, the time left is not the whole run's: both are said
+    later = estimate_message(6.0, 120, 15, steps_done=10)
+    assert later.startswith("estimated 12 min 0 s remaining (13 min 0 s in all for 15 epochs")
 
 
 def test_max_minutes_stops_checkpoints_and_tests(tiny_cifar, tmp_path):
@@ -352,6 +379,7 @@ def test_diverged_first_epoch_says_no_checkpoint_and_leaves_no_folder(tiny_cifar
 
 
 def test_out_is_checked_before_any_work(tiny_cifar, tmp_path, monkeypatch):
+    import minicnn.train.run
     import minicnn.train.trainer as trainer_mod
 
     monkeypatch.setattr(trainer_mod, "load_datasets", lambda *a, **k: pytest.fail("decoded data before --out"))
@@ -365,7 +393,7 @@ def test_out_is_checked_before_any_work(tiny_cifar, tmp_path, monkeypatch):
     def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
     with monkeypatch.context() as m:                       # what a read-only folder does (also when tests run as root)
-        m.setattr(trainer_mod.tempfile, "mkstemp", denied)
+        m.setattr(minicnn.train.run.tempfile, "mkstemp", denied)
         with pytest.raises(TrainingError, match=r"--out .*exists: the folder is not writable \(Permission denied\)"):
             Trainer(_cfg(tiny_cifar, tmp_path / "exists"))
         with pytest.raises(TrainingError, match=r"--out .*new: cannot create it: .* is not writable"):
@@ -584,3 +612,23 @@ def test_regulariser_config_errors_name_the_option(field, value, option):
 
     with pytest.raises(TrainingError, match=option):
         complete_config(TrainConfig(**{field: value}))
+
+
+def test_curves_after_one_epoch_are_readable():
+    """One epoch: a marked point on a whole-number epoch axis, the loss axis from 0, the values written."""
+    import matplotlib.pyplot as plt
+
+    from minicnn.train.reports import curves_figure
+
+    fig = curves_figure([{"epoch": 1, "train_loss": 2.2387, "train_acc": 0.211, "val_loss": "", "val_acc": ""}])
+    loss_ax, acc_ax = fig.axes
+    for ax in (loss_ax, acc_ax):
+        lo, hi = ax.get_xlim()
+        assert lo <= 0.5 and hi >= 1.5                       # not 0.945 to 1.05
+        assert [t for t in ax.get_xticks() if lo <= t <= hi] == [1.0]
+        assert ax.lines[0].get_marker() == "o"
+    assert loss_ax.get_ylim()[0] == 0 and loss_ax.get_ylim()[1] > 2.2387
+    lo, hi = acc_ax.get_ylim()
+    assert 0 <= lo < 21.1 < hi <= 101
+    assert [t.get_text() for t in loss_ax.texts] == ["2.239"] and [t.get_text() for t in acc_ax.texts] == ["21.1%"]
+    plt.close(fig)

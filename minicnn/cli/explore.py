@@ -1,7 +1,7 @@
 """``minicnn explore --checkpoint X``: a local web page for a trained model."""
 import sys
 
-from .common import CLIError, HelpFormatter, integer, positive_int, positive_number
+from .common import CLIError, HelpFormatter, integer, positive_int, positive_number, prepare_run
 
 DESCRIPTION = """\
 Serve a web page for a trained model (a checkpoint written by minicnn train):
@@ -51,9 +51,8 @@ def run(args):
     from ..errors import CheckpointError, TrainingError
     from ..explore import Explorer, make_server, serve
     from ..report import load_test_set
-    from ..speed import apply_process_settings
 
-    apply_process_settings()       # single-threaded BLAS: one image per request is small work
+    prepare_run(args)              # process settings (single-threaded BLAS: one image per request is small work)
     if not 0 <= args.port <= 65535:
         raise CLIError(f"--port {args.port}: must be 0 to 65535")
     try:

@@ -1,7 +1,7 @@
 """``minicnn report RUN_DIR``: a training run as one HTML page, readable offline, shareable as one file."""
 import os
 
-from .common import CLIError, HelpFormatter, integer, positive_int
+from .common import CLIError, HelpFormatter, integer, positive_int, prepare_run
 
 DESCRIPTION = """\
 Write one self-contained HTML page for a run of minicnn train: the command
@@ -64,9 +64,7 @@ def write(run_dir, out=None, **options):
 
 
 def run(args):
-    from ..speed import apply_process_settings
-
-    apply_process_settings()
+    prepare_run(args)              # process settings for a long job
     if not os.path.isdir(args.run_dir):
         raise CLIError(f"RUN_DIR {args.run_dir}: no such folder (give the --out folder of a minicnn train run)")
     write(args.run_dir, args.out, checkpoint=args.checkpoint, data=args.data, images=args.images,

@@ -14,14 +14,21 @@
   (a new head for other classes), freezing parameters, batchnorm of frozen layers.
 - ``ensemble``: ``Ensemble`` (the mean of several models' probabilities),
   ``evaluate_ensemble``; ``minicnn eval`` with several checkpoints.
+- ``run``: ``Run``, what every training needs around its loop: the run
+  folder, the stop on Ctrl-C/SIGTERM, last.npz and exact resuming, the
+  metrics rows, the time estimate and ``--max-minutes``.
 - ``trainer``: ``Trainer``, one run of ``minicnn train``: ``fit`` once per
-  epoch, with checkpoints, resuming, progress, Ctrl-C/SIGTERM and time caps.
+  epoch inside a ``Run``.
+- ``gan``: the DCGAN and its training (``minicnn gan``), a loop of
+  ``gan_step`` per epoch inside a ``Run``.
+- ``image2image``: denoising, colourisation, reconstruction
+  (``minicnn train-image2image``), the same shape.
 
 Checkpoint files themselves (writing, reading, ``load_model``) are
 ``minicnn.checkpoint``.
 """
 from ..checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_checkpoint, model_from_checkpoint,
-                          save_checkpoint)
+                          write_checkpoint)
 from ..errors import CheckpointError, TrainingError
 from .config import (ADVERSARIAL_METHODS, DEFAULT_MODEL, TrainConfig, build_optimizer, build_scheduler,
                      complete_config, defaults_for, param_groups)
@@ -33,16 +40,16 @@ from .finetune import (BACKBONE, check_architecture, freeze, frozen_batchnorm_la
 from .loop import fit
 from .regularisation import apply_max_norm, regularised_loss, regularised_parameters
 from .reports import format_report, plot_confusion, plot_curves, write_metrics, write_rows
-from .trainer import (ESTIMATE_AFTER_STEPS, RUN_DEFINING, Trainer, check_out_folder, estimate_message,
-                      format_duration)
+from .run import ESTIMATE_AFTER_STEPS, Run, Stop, check_out_folder, estimate_message, format_duration
+from .trainer import RUN_DEFINING, Trainer
 
 __all__ = [
     "fit", "TrainConfig", "Trainer", "TrainingError", "CheckpointError", "DEFAULT_MODEL", "ADVERSARIAL_METHODS",
     "defaults_for", "complete_config", "param_groups", "build_optimizer", "build_scheduler",
     "DEFAULT_DATA_PLACES", "resolve_data", "load_datasets", "how_to_get_data",
     "evaluate", "evaluate_checkpoint", "format_report", "plot_curves", "plot_confusion", "write_metrics", "write_rows",
-    "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "save_checkpoint", "load_checkpoint", "model_from_checkpoint",
-    "RUN_DEFINING", "ESTIMATE_AFTER_STEPS", "check_out_folder", "format_duration", "estimate_message",
+    "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "write_checkpoint", "load_checkpoint", "model_from_checkpoint",
+    "Run", "Stop", "RUN_DEFINING", "ESTIMATE_AFTER_STEPS", "check_out_folder", "format_duration", "estimate_message",
     "Ensemble", "EnsembleResult", "evaluate_ensemble", "evaluate_checkpoints", "format_ensemble_table",
     "BACKBONE", "head_keys", "check_architecture", "match_patterns", "freeze", "frozen_batchnorm_layers",
     "keep_frozen_statistics", "init_from_checkpoint", "regularised_loss", "regularised_parameters",
