@@ -127,6 +127,40 @@ def test_upload_is_centre_cropped_and_can_be_explained(server, explorer):
     assert sum(k.startswith("u") for k in explorer.images) == 3
 
 
+def test_explorer_takes_any_network_and_image_size():
+    """8x8 images, 3 classes, a module that never runs: every panel still answers."""
+    from minicnn import nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.unused = nn.Conv2d(4, 4, 1)
+            self.fc = nn.Linear(4 * 8 * 8, 3)
+
+        def forward(self, x):
+            return self.fc(self.conv(x).relu().reshape(x.shape[0], -1))
+
+    class Tiny:
+        images = np.random.default_rng(0).integers(0, 255, (6, 3, 8, 8), dtype=np.uint8)
+        labels = np.array([0, 1, 2, 0, 1, 2])
+
+        def get_batch(self, idx):
+            return self.images[idx], self.labels[idx]
+
+    model = Net()
+    model.classes = ["a", "b", "c"]
+    ex = Explorer(model, Tiny(), gallery=3)
+    assert list(ex.layers) == ["conv"] and ex.cam_layer == "conv" and len(ex.images) == 3
+    image = next(iter(ex.images))
+    for method in ("saliency", "guided_backprop", "grad_cam", "occlusion"):
+        assert decode_png(ex.explain(image, method, "c")["map"]).shape == (8, 8, 3)
+    assert ex.activations(image, "conv")["shape"] == [4, 8, 8]
+    assert decode_png(ex.attack(image, "pgd", 0.02)["adversarial"]).shape == (8, 8, 3)
+    up = ex.upload(png_of(np.zeros((30, 50, 3), np.uint8)))
+    assert decode_png(up["png"]).shape == (8, 8, 3) and len(up["top5"]) == 3
+
+
 # ------------------------------------------------------------------------------------ bad requests
 BAD_GETS = [
     ("/static/../../setup.py", 403, "outside the served folder"),

@@ -65,7 +65,15 @@ class Explorer:
         self._uploads = 0
         probe = np.zeros((1,) + self.shape, dtype=np.float32)
         names = [n for n, _ in model.named_modules() if n and n != "normalize"]
-        outs = activations(model, probe, names)
+        try:
+            outs = activations(model, probe, names)
+        except ValueError:          # a module that never runs (unused): keep the layers that do
+            outs = {}
+            for n in names:
+                try:
+                    outs[n] = activations(model, probe, n)
+                except ValueError:
+                    pass
         modules = dict(model.named_modules())
         self.layers = OrderedDict((n, {"name": n, "type": type(modules[n]).__name__, "shape": list(a.shape[1:])})
                                   for n, a in outs.items() if getattr(a, "ndim", 0) == 4)
