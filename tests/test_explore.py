@@ -315,6 +315,14 @@ def test_cli_serves_and_stops_cleanly(trained_checkpoint, tiny_tree, sig, name):
     assert f"stopped ({name})" in out and "Traceback" not in err
 
 
+def test_binding_beyond_this_machine_is_warned_about():
+    from minicnn.cli.explore import host_warning
+
+    assert host_warning("127.0.0.1") is None and host_warning("localhost") is None and host_warning("::1") is None
+    for host in ("0.0.0.0", "192.168.1.20", "::", "myhost.example"):
+        assert "reachable from other machines" in host_warning(host)
+
+
 def test_cli_errors_are_one_line(tmp_path):
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     for args, words in ((["--checkpoint", str(tmp_path / "none.npz")], "does not exist"),

@@ -22,7 +22,20 @@ examples:
   minicnn explore --checkpoint runs/resnet20/best.npz --port 8080
   minicnn explore --checkpoint runs/simple_cnn/last.npz --host 0.0.0.0   # reachable from other machines"""
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def host_warning(host):
+    """The warning printed for ``--host HOST`` when it is not this machine's loopback address, else None."""
+    import ipaddress
+
+    try:
+        local = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:                 # a host name: it may resolve to any interface
+        local = False
+    if local:
+        return None
+    return (f"minicnn explore: warning: --host {host} makes the page reachable from other machines; anyone who "
+            f"reaches it can run the model and upload images")
 
 
 def add_parser(sub):
@@ -71,9 +84,8 @@ def run(args):
               file=sys.stderr)
         test = None
     explorer = Explorer(model, test, gallery=args.gallery, name=config.get("model"))
-    if args.host not in LOOPBACK:
-        print(f"minicnn explore: warning: --host {args.host} makes the page reachable from other machines; "
-              f"anyone who reaches it can run the model and upload images", file=sys.stderr)
+    if host_warning(args.host):
+        print(host_warning(args.host), file=sys.stderr)
     log = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     try:
         server = make_server(explorer, args.host, args.port, workers=args.workers,
