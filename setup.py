@@ -43,6 +43,9 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["minicnn", "minicnn.*"]),
+    # the web pages' style and script (minicnn report, minicnn explore): nothing is fetched at run time
+    package_data={"minicnn.report": ["assets/*.css"], "minicnn.explore": ["static/*.html", "static/*.js",
+                                                                           "static/*.css"]},
     install_requires=[
         "numpy>=1.24",
         "pillow>=9",
@@ -55,6 +58,7 @@ setup(
         "gpu": ["cupy-cuda12x>=13"],
         "torch": ["torch"],
         "interop": ["onnx>=1.14", "onnxruntime>=1.16", "safetensors>=0.4"],
+        "web": ["selenium>=4.10"],       # the browser tests of minicnn report / explore (with Debian's chromium)
     },
     entry_points={"console_scripts": ["minicnn=minicnn.cli:main"]},
     cmdclass={"build_py": BuildPyWithKernels},

@@ -34,7 +34,7 @@ def examples():
             "  minicnn COMMAND --help                         # each command's options, defaults and examples")
 
 # The verbs, in the order ``minicnn --help`` lists them: (verb module in this package).
-VERB_MODULES = ("train", "gradcheck", "explain", "attack", "synthesize", "doctor", "image2image", "gan", "homework", "export")
+VERB_MODULES = ("train", "gradcheck", "explain", "attack", "synthesize", "doctor", "image2image", "gan", "homework", "export", "report", "explore")
 
 
 def build_parser():

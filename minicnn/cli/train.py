@@ -170,6 +170,7 @@ def add_parser(sub):
                     help="do not train the parameters whose names match this glob (repeatable; '*' matches "
                          "dots too; a module's name matches all its parameters; 'backbone' = all but the head)")
     t.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    t.add_argument("--report", action="store_true", help="at the end, write OUT/report.html (see minicnn report)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="test accuracy of a checkpoint",
@@ -200,6 +201,9 @@ def cmd_train(args):
     from ..interop import read_weights_file      # --init-from: a minicnn .npz or a .safetensors file
     trainer = Trainer(cfg, read_init=functools.partial(read_weights_file, model_name=args.model))
     if trainer.run() is not None:
+        if args.report:                    # the run's HTML page (minicnn report OUT)
+            from .report import write
+            write(cfg.out)
         return 0
     return 143 if trainer.stop_reason == "SIGTERM" else 130     # 128 + the signal's number, as a shell reports it
 
