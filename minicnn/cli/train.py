@@ -168,6 +168,9 @@ def add_parser(sub):
     ft.add_argument("--freeze", action="append", default=None, metavar="PATTERN",
                     help="do not train the parameters whose names match this glob (repeatable; '*' matches "
                          "dots too; a module's name matches all its parameters; 'backbone' = all but the head)")
+    t.add_argument("--sync-bn", action="store_true",
+                   help="data-parallel runs (mpiexec -n K minicnn train ...): batchnorm uses the statistics of "
+                        "the whole global batch, as one process does, not each worker's shard (docs/17)")
     t.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     t.set_defaults(func=cmd_train)
 
@@ -207,8 +210,18 @@ def cmd_train(args):
                       adv_steps=args.adv_steps, l1=args.l1, l2=args.l2, max_norm=args.max_norm,
                       init_from=args.init_from, freeze=list(args.freeze or []))
     check_device(args.device)
-    trainer = Trainer(cfg)
-    acc = trainer.run()
+    from ..distributed import communicator
+    comm = communicator(args.device, sync_bn=args.sync_bn)     # None unless started by mpiexec -n K, K > 1
+    if comm is None:
+        trainer = Trainer(cfg)
+        acc = trainer.run()
+    else:                                                       # one of K data-parallel workers
+        cfg.progress = cfg.progress and comm.is_writer
+        with comm.abort_on_error("train"):
+            from ..train.datasets import load_datasets
+            comm.writer_first(lambda: load_datasets(cfg.data, progress=False))   # decoded (and cached) once
+            trainer = Trainer(cfg, comm=comm)
+            acc = trainer.run()
     if acc is not None:
         return 0
     return 143 if trainer.stop_reason == "SIGTERM" else 130     # 128 + the signal's number, as a shell reports it

@@ -94,10 +94,12 @@ class Trainer:
     ``Sequential(normalize=nn.Normalize(mean, std), net=model)`` on [0, 1] pixels.
     """
 
-    def __init__(self, cfg, log=print):
+    def __init__(self, cfg, log=print, comm=None):
         apply_process_settings()         # allocator and BLAS threads for a long job (never at import)
         self.cfg = cfg = complete_config(_model_from_checkpoints(cfg))
-        self.log = log
+        # comm: this process is one of several data-parallel workers (minicnn.distributed); rank 0 alone prints
+        self.comm = comm
+        self.log = log = log if comm is None or comm.is_writer else (lambda *args, **kwargs: None)
         # Everything that can be refused cheaply is refused before the data is decoded:
         # --out, an existing run, --resume's checkpoint and settings, --init-from, attacks.
         hint = ("for a run of minutes on the CPU, use --model simple_cnn"
@@ -117,6 +119,8 @@ class Trainer:
                        model=self.model, optimizer=self.optimizer, scheduler=self.scheduler, ema=self.ema,
                        norm_mean=self.norm[0], norm_std=self.norm[1], best_acc=lambda: self.best_acc)
         self.best_acc = float(self.job.checkpoint["best_acc"]) if self.job.resumed else -1.0
+        if comm is not None:             # same data everywhere, shards of every batch, one writer
+            comm.attach(self)
         self._log_setup(desc)
 
     history = property(lambda self: self.job.history, doc="one metrics row per epoch done")
@@ -328,7 +332,8 @@ class Trainer:
             # not a stream of NumPy warnings, is how it gets reported.
             with np.errstate(over="ignore", invalid="ignore"):
                 fit(self.fit_model, batches, self.optimizer, self.loss_fn, epochs=1,
-                    scheduler=self.scheduler, on_step=after_step)
+                    scheduler=self.scheduler, on_step=after_step,
+                    average_gradients=self.comm.average_gradients if self.comm is not None else None)
         finally:
             batches.close()
         part = job.partial
@@ -361,6 +366,8 @@ class Trainer:
             for epoch in job.epochs():
                 lr = job.partial.setdefault("lr", float(self.optimizer.param_groups[0]["lr"]))   # at the epoch's start
                 train_loss, train_acc, rate, elapsed = self.train_epoch()
+                if self.comm is not None:                # every worker: rank 0's batchnorm statistics
+                    self.comm.broadcast_state(self.model)
                 row = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
                        "val_loss": "", "val_acc": "", "epoch_time_s": round(elapsed, 2),
                        "images_per_s": round(rate, 1)}
@@ -369,7 +376,8 @@ class Trainer:
                 score = train_acc
                 if self.val_loader is not None:
                     with self._evaluated_weights():      # (test-time augmentation is for the test only)
-                        val_loss, val_acc, _ = evaluate(self.model, self.val_loader, len(self.classes))
+                        val_loss, val_acc, _ = evaluate(self.model, self.val_loader, len(self.classes),
+                                                        reduce=self.comm and self.comm.reduce_evaluation)
                     row.update(val_loss=val_loss, val_acc=val_acc)
                     line += f"  val loss {val_loss:.4f} acc {100 * val_acc:5.2f}%"
                     score = val_acc
@@ -382,7 +390,8 @@ class Trainer:
                     with self._evaluated_weights():
                         job.save(job.best_path)
                 job.save()                                   # last.npz and metrics.csv
-                plot_curves(job.history, os.path.join(cfg.out, "curves.png"))
+                if job.writer:
+                    plot_curves(job.history, os.path.join(cfg.out, "curves.png"))
         if job.interrupted:
             return None
         if job.stop_reason == "max-minutes":
@@ -403,9 +412,11 @@ class Trainer:
         """Evaluate on the test set; print the report, write test.json and confusion.png; return the accuracy."""
         self.job.make_folder()
         with self._evaluated_weights():
-            test_loss, test_acc, confusion = evaluate(self.model, self.test_loader, len(self.classes),
-                                                      tta=self.cfg.tta)
+            test_loss, test_acc, confusion = evaluate(self.model, self.test_loader, len(self.classes), tta=self.cfg.tta,
+                                                      reduce=self.comm and self.comm.reduce_evaluation)
         self.log(format_report(test_acc, confusion, self.classes))
+        if not self.job.writer:
+            return test_acc
         plot_confusion(confusion, self.classes, os.path.join(self.cfg.out, "confusion.png"))
         with open(os.path.join(self.cfg.out, "test.json"), "w") as f:
             json.dump({"test_accuracy": test_acc, "test_loss": test_loss, "epochs_done": self.job.epoch,
