@@ -8,7 +8,7 @@ One step = forward, loss, backward, optimizer step, float32, on one random
 batch: cross-entropy + SGD for the classifiers (simple_cnn, the baseline;
 inception_small; allconv), MSE + Adam for the image-to-image nets
 (conv_autoencoder, unet_small, colourisation-sized: 1 channel in, 3 out),
-and one ``minicnn.gan.gan_step`` (a D step and a G step, Adam) for DCGAN
+and one ``minicnn.train.gan.gan_step`` (a D step and a G step, Adam) for DCGAN
 at widths 32 (the ``minicnn gan`` default) and 64 (the paper's). Printed:
 the median step time, its ratio to simple_cnn's, and the time of one epoch
 over 45,000 (classifiers, 5,000 held out) or 50,000 images (the others) at
@@ -31,8 +31,8 @@ def steps_for(batch, device, seed=0):
     import minicnn
     import minicnn.functional as F
     from minicnn import models, optim
-    from minicnn.gan import gan_step
-    from minicnn.image2image import build_image2image_model, grayscale
+    from minicnn.train.gan import gan_step
+    from minicnn.train.image2image import build_image2image_model, grayscale
 
     rng = np.random.default_rng(seed)
     x = minicnn.tensor(rng.random((batch, 3, 32, 32), dtype=np.float32)).to(device)

@@ -1,4 +1,4 @@
-"""minicnn.gan: the BCE-on-logits loss, one alternating step on a toy problem, sampling, interpolation, the CLI."""
+"""minicnn.train.gan: the BCE-on-logits loss, one alternating step on a toy problem, sampling, interpolation, the CLI."""
 import copy
 import csv
 import os
@@ -11,7 +11,7 @@ import pytest
 
 import minicnn
 from minicnn import nn, optim, tensor
-from minicnn.gan import (bce_with_logits, discriminator_loss, gan_step, generator_loss, interpolate, load_generator,
+from minicnn.train.gan import (bce_with_logits, discriminator_loss, gan_step, generator_loss, interpolate, load_generator,
                          sample)
 from minicnn.models import dcgan_generator
 
@@ -143,7 +143,7 @@ def test_gan_cli_trains_writes_figures_and_resumes(tiny_tree, tmp_path):
     assert cfg.nz == 8 and not G.training
     # a resume with other run-defining options is refused, by name
     r = run_cli(*common[:-1], "--epochs", "3", "--resume", "--lr", "1e-3", cwd=tmp_path)
-    assert r.returncode == 2 and "lr=0.0002" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "--lr 0.001 (checkpoint: 0.0002)" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_gan_cli_errors_are_one_line(tiny_tree, tmp_path):
@@ -153,3 +153,45 @@ def test_gan_cli_errors_are_one_line(tiny_tree, tmp_path):
     assert r.returncode == 2 and "--beta1 must be in [0, 1), got 1.5" in r.stderr
     r = run_cli("gan", "--help", cwd=tmp_path)
     assert r.returncode == 0 and "beta1" in r.stdout and "(default: 0.0002)" in r.stdout
+
+
+def assert_same(a, b, where):
+    """Two nested dicts of arrays (a state_dict as minicnn.load gives it back) equal bit for bit."""
+    if isinstance(a, dict):
+        assert set(a) == set(b), where
+        for k in a:
+            assert_same(a[k], b[k], f"{where}.{k}")
+    else:
+        np.testing.assert_array_equal(a, b, err_msg=where)
+
+
+def test_resume_after_ctrl_c_mid_epoch_ends_with_the_same_weights(tiny_tree, tmp_path, monkeypatch):
+    """Ctrl-C after 5 steps (mid-epoch 2), then --resume: bit for bit the networks of a run never stopped."""
+    import signal
+
+    import minicnn.train.gan as gan_mod
+    from minicnn.serialization import load
+
+    def cfg(out, **kw):
+        return gan_mod.GANConfig(data=tiny_tree, epochs=2, batch_size=64, width=4, nz=8, samples=4, out=str(out),
+                                 progress=False, **kw)
+    assert gan_mod.train_gan(cfg(tmp_path / "full"), log=lambda *_: None) is not None
+    real_step, calls = gan_mod.gan_step, []
+
+    def step_then_interrupt(*args):
+        out = real_step(*args)
+        calls.append(1)
+        if len(calls) == 5:                    # epoch 1 has 3 steps of 64 (200 images): this is epoch 2, step 2
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+    monkeypatch.setattr(gan_mod, "gan_step", step_then_interrupt)
+    assert gan_mod.train_gan(cfg(tmp_path / "cut"), log=lambda *_: None) is None
+    assert (load(str(tmp_path / "cut" / "last.npz"))["epoch"], load(str(tmp_path / "cut" / "last.npz"))["step"]) == (1, 2)
+    monkeypatch.setattr(gan_mod, "gan_step", real_step)
+    assert gan_mod.train_gan(cfg(tmp_path / "cut", resume=True), log=lambda *_: None) is not None
+    full, resumed = load(str(tmp_path / "full" / "last.npz")), load(str(tmp_path / "cut" / "last.npz"))
+    for part in ("generator", "discriminator", "opt_g", "opt_d"):
+        assert_same(full[part], resumed[part], part)
+    rows_full, rows_resumed = (list(csv.DictReader(open(d / "metrics.csv"))) for d in (tmp_path / "full", tmp_path / "cut"))
+    for a, b in zip(rows_full, rows_resumed):
+        assert [a[k] for k in ("loss_d", "loss_g", "d_real", "d_fake")] == [b[k] for k in ("loss_d", "loss_g", "d_real", "d_fake")]

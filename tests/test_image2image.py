@@ -1,4 +1,4 @@
-"""minicnn.image2image and ``minicnn train-image2image``: corruptions, PSNR, evaluation, a run, resume, errors."""
+"""minicnn.train.image2image and ``minicnn train-image2image``: corruptions, PSNR, evaluation, a run, resume, errors."""
 import csv
 import json
 import os
@@ -13,7 +13,7 @@ import pytest
 import minicnn
 from minicnn import nn
 from minicnn.data import ArrayDataset, DataLoader
-from minicnn.image2image import (LUMA, StopOnSignal, build_image2image_model, corrupt, evaluate_image2image,
+from minicnn.train.image2image import (LUMA, build_image2image_model, corrupt, evaluate_image2image,
                                  grayscale, input_channels, load_image2image, psnr)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,14 +89,6 @@ def test_models_for_each_task():
         build_image2image_model("resnet20", "denoise")
 
 
-def test_stop_on_signal_sets_the_reason_and_restores_the_handler():
-    before = signal.getsignal(signal.SIGTERM)
-    with StopOnSignal(log=lambda *_: None) as stop:
-        os.kill(os.getpid(), signal.SIGTERM)
-        assert stop.reason == "SIGTERM"
-    assert signal.getsignal(signal.SIGTERM) is before
-
-
 # ------------------------------------------------------------------ the CLI
 def run_cli(*args, cwd):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -122,7 +114,7 @@ def test_cli_trains_reports_writes_and_resumes(tiny_tree, tmp_path):
     model, cfg = load_image2image(out / "last.npz")
     assert cfg.task == "denoise" and cfg.width == 4 and not model.training
     r = run_cli(*common, "--epochs", "3", "--resume", "--noise-std", "0.3", cwd=tmp_path)
-    assert r.returncode == 2 and "noise_std=0.1" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "--noise-std 0.3 (checkpoint: 0.1)" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_cli_errors_are_one_line(tiny_tree, tmp_path):
@@ -135,3 +127,44 @@ def test_cli_errors_are_one_line(tiny_tree, tmp_path):
     assert r.returncode == 2 and "no such folder" in r.stderr
     r = run_cli("train-image2image", "--help", cwd=tmp_path)
     assert r.returncode == 0 and "colorize" in r.stdout and "(default: denoise)" in r.stdout
+
+
+def test_resume_after_ctrl_c_mid_epoch_ends_with_the_same_weights(tiny_tree, tmp_path, monkeypatch):
+    """Ctrl-C after 6 steps (mid-epoch 2), then resume: bit for bit the model and Adam of a run never stopped."""
+    import minicnn.train.image2image as i2i
+    from minicnn.serialization import load
+
+    def cfg(out, **kw):
+        return i2i.Image2ImageConfig(task="denoise", model="unet_small", width=4, data=tiny_tree, epochs=2,
+                                     batch_size=50, test_subset=10, out=str(out), progress=False, **kw)
+    assert i2i.train_image2image(cfg(tmp_path / "full"), log=lambda *_: None) is not None
+    calls = []
+
+    class InterruptingAdam(minicnn.optim.Adam):
+        def step(self):
+            super().step()
+            calls.append(1)
+            if len(calls) == 6:                 # epoch 1 has 4 steps of 50 (200 images): epoch 2, step 2
+                os.kill(os.getpid(), signal.SIGINT)
+    monkeypatch.setattr(i2i, "Adam", InterruptingAdam)
+    assert i2i.train_image2image(cfg(tmp_path / "cut"), log=lambda *_: None) is None
+    cut = load(str(tmp_path / "cut" / "last.npz"))
+    assert (cut["epoch"], cut["step"]) == (1, 2)
+    monkeypatch.undo()
+    assert i2i.train_image2image(cfg(tmp_path / "cut", resume=True), log=lambda *_: None) is not None
+    full, resumed = load(str(tmp_path / "full" / "last.npz")), load(str(tmp_path / "cut" / "last.npz"))
+    for part in ("model", "optimizer"):
+        assert_same(full[part], resumed[part], part)
+    rows_full, rows_resumed = (list(csv.DictReader(open(d / "metrics.csv"))) for d in (tmp_path / "full", tmp_path / "cut"))
+    assert [r["train_loss"] for r in rows_full] == [r["train_loss"] for r in rows_resumed]
+    assert [r["test_mse"] for r in rows_full] == [r["test_mse"] for r in rows_resumed]
+
+
+def assert_same(a, b, where):
+    """Two nested dicts of arrays (a state_dict as minicnn.load gives it back) equal bit for bit."""
+    if isinstance(a, dict):
+        assert set(a) == set(b), where
+        for k in a:
+            assert_same(a[k], b[k], f"{where}.{k}")
+    else:
+        np.testing.assert_array_equal(a, b, err_msg=where)

@@ -64,8 +64,8 @@ def test_load_model_errors(tmp_path, trained_checkpoint):
 
 def test_every_kind_of_checkpoint_is_read_through_one_checker(tmp_path, trained_checkpoint):
     """Training, GAN and image-to-image checkpoints: one reader, one message per kind of wrong file."""
-    from minicnn.gan import load_generator
-    from minicnn.image2image import load_image2image
+    from minicnn.train.gan import load_generator
+    from minicnn.train.image2image import load_image2image
 
     text = tmp_path / "notes.npz"
     text.write_text("not a checkpoint")

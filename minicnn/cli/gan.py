@@ -50,7 +50,7 @@ def add_parser(sub):
 
 
 def run(args):
-    from ..gan import GANConfig, train_gan
+    from ..train.gan import GANConfig, train_gan
     from ..speed import apply_process_settings
 
     apply_process_settings()       # allocator and BLAS threads for a long job (never at import minicnn)

@@ -24,7 +24,7 @@ examples:
 
 
 def add_parser(sub):
-    from ..image2image import TASKS
+    from ..train.image2image import TASKS
     from ..models import IMAGE2IMAGE_MODELS
     from .train import DATA_HELP
 
@@ -55,7 +55,7 @@ def add_parser(sub):
 
 
 def run(args):
-    from ..image2image import Image2ImageConfig, train_image2image
+    from ..train.image2image import Image2ImageConfig, train_image2image
     from ..speed import apply_process_settings
 
     apply_process_settings()       # allocator and BLAS threads for a long job (never at import minicnn)

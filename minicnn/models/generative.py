@@ -206,7 +206,7 @@ class DCGANDiscriminator(nn.Module):
         4x4 conv, no padding   ->   1 x 1 x 1      the logit (sigmoid of it: P(real))
 
     (d = ``width``.) The logit, not the probability, is returned: the loss
-    is binary cross-entropy on logits (``minicnn.gan.bce_with_logits``),
+    is binary cross-entropy on logits (``minicnn.train.gan.bce_with_logits``),
     which stays finite when the discriminator is very sure.
     """
 

@@ -24,28 +24,26 @@ images of one fixed noise batch after each epoch, so the epochs can be
 compared), ``metrics.csv`` (per epoch: both losses and the mean D(x) on
 real and on fake images), ``losses.png``, ``interpolation.png`` (images
 along the line between noise vectors) and ``last.npz`` (G, D, both
-optimizers, the fixed noise; ``minicnn.save``, atomic, no pickle).
-Ctrl-C / SIGTERM saves it; ``--resume`` continues.
+optimizers, the fixed noise; written by the ``Run``, atomic, no pickle).
+Ctrl-C / SIGTERM saves it; ``--resume`` continues exactly.
 """
 import json
 import math
 import os
-import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 
 import numpy as np
 
-from .autograd import Function, Tensor, no_grad
-from .backend import get_array_module, to_device
-from .data import DataLoader, Subset
-from .errors import TrainingError
-from .image2image import StopOnSignal
-from .models import dcgan_discriminator, dcgan_generator
-from .nn import init
-from .optim import Adam
-from .checkpoint import read_checkpoint, read_for_resume
-from .serialization import save
-from .train import check_out_folder, format_duration, load_datasets, write_rows
+from ..autograd import Function, Tensor, no_grad
+from ..backend import get_array_module, to_device
+from ..checkpoint import read_checkpoint
+from ..data import DataLoader, Subset
+from ..errors import TrainingError
+from ..models import dcgan_discriminator, dcgan_generator
+from ..nn import init
+from ..optim import Adam
+from .datasets import load_datasets
+from .run import Run, format_duration
 
 __all__ = ["GANConfig", "BCEWithLogits", "bce_with_logits", "discriminator_loss", "generator_loss", "gan_step", "interpolate",
            "sample", "train_gan", "load_generator", "plot_samples", "plot_interpolation", "plot_losses", "FORMAT"]
@@ -295,7 +293,7 @@ def _check(cfg):
         raise TrainingError(f"--seed must be >= 0, got {cfg.seed}")
 
 
-def _training_images(cfg, log):
+def _training_images(cfg):
     train, _, desc = load_datasets(cfg.data, progress=cfg.progress, splits=("train",))
     if tuple(train[0][0].shape[1:]) != (32, 32):
         raise TrainingError(f"DCGAN here makes 32x32 images; the data's images are {tuple(train[0][0].shape[1:])}")
@@ -333,13 +331,14 @@ def load_generator(path, device="cpu"):
 
 
 def train_gan(cfg, log=print):
-    """Train a DCGAN (see the module docstring); returns the last epoch's metrics row, or None if interrupted."""
-    from tqdm import tqdm
+    """Train a DCGAN (see the module docstring); returns the last epoch's metrics row, or None if interrupted.
 
+    One epoch is a loop of ``gan_step`` over the batches, inside a ``Run``
+    (the folder, Ctrl-C/SIGTERM, last.npz, exact resuming, metrics.csv).
+    """
     _check(cfg)
-    check_out_folder(cfg.out)
-    last_path = os.path.join(cfg.out, "last.npz")
-    data, desc = _training_images(cfg, log)
+    run = Run(cfg, FORMAT, "a GAN checkpoint", RUN_DEFINING, METRICS_FIELDS, log=log)
+    data, desc = _training_images(cfg)
     if len(data) < cfg.batch_size:
         raise TrainingError(f"--batch-size {cfg.batch_size} is larger than the {len(data)} training images")
     channels = int(data[0][0].shape[0])
@@ -350,88 +349,48 @@ def train_gan(cfg, log=print):
     opt_D = Adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
     loader = DataLoader(data, cfg.batch_size, shuffle=True, drop_last=True, transform=_to_tanh_range,
                         seed=cfg.seed, device=cfg.device)
-    dtype = G.net.up1.weight.dtype
-    xp = G.net.up1.weight.xp
-    fixed = np.random.default_rng([cfg.seed, 7]).standard_normal((cfg.samples, cfg.nz))
-    epoch, step, history, steps, partial = 0, 0, [], [], _new_partial()
-    if cfg.resume:
-        ckpt = read_for_resume(last_path, FORMAT, "a GAN checkpoint", cfg, RUN_DEFINING)
-        G.load_state_dict(ckpt["generator"])
-        D.load_state_dict(ckpt["discriminator"])
-        opt_G.load_state_dict(ckpt["opt_g"])
-        opt_D.load_state_dict(ckpt["opt_d"])
-        epoch, step = int(ckpt["epoch"]), int(ckpt["step"])
-        history, partial = json.loads(ckpt["history"]), json.loads(ckpt["partial_epoch"])
-        steps = [list(r) for r in np.asarray(ckpt["steps"]).tolist()] if "steps" in ckpt else []
-        fixed = np.asarray(ckpt["fixed_noise"])
-        log(f"resuming {last_path} at epoch {epoch + 1}, step {step}")
-    os.makedirs(cfg.out, exist_ok=True)
+    dtype, xp = G.net.up1.weight.dtype, G.net.up1.weight.xp
+    fixed = (np.asarray(run.checkpoint["fixed_noise"]) if run.resumed
+             else np.random.default_rng([cfg.seed, 7]).standard_normal((cfg.samples, cfg.nz)))
+    steps = [list(r) for r in np.asarray(run.checkpoint["steps"]).tolist()] if run.resumed else []  # for losses.png
+    run.track(channels=channels, generator=G, discriminator=D, opt_g=opt_G, opt_d=opt_D, fixed_noise=fixed,
+              steps=lambda: np.asarray(steps, dtype=np.float64).reshape(-1, 5))
     fixed_z = Tensor(xp.asarray(fixed, dtype=dtype))
+    if run.resumed:
+        log(f"resuming {run.last_path} at epoch {run.epoch + 1}, step {run.step}")
     log(f"DCGAN: G {G.num_parameters():,} and D {D.num_parameters():,} parameters, {len(data):,} training "
         f"images from {desc}; {cfg.epochs} epochs of {len(loader)} steps (batch {cfg.batch_size}) on {cfg.device}")
 
-    def checkpoint():
-        save({"format": FORMAT, "version": 1, "config": json.dumps(asdict(cfg)), "channels": channels,
-              "generator": G.state_dict(), "discriminator": D.state_dict(), "opt_g": opt_G.state_dict(),
-              "opt_d": opt_D.state_dict(), "epoch": epoch, "step": step, "history": json.dumps(history),
-              "partial_epoch": json.dumps(partial), "fixed_noise": fixed,
-              "steps": np.asarray(steps, dtype=np.float64).reshape(-1, 5)}, last_path)
+    def show(p):
+        return {"loss_d": f"{p['loss_d'] / p['n']:.3f}", "loss_g": f"{p['loss_g'] / p['n']:.3f}"}
 
-    row = history[-1] if history else None
-    with StopOnSignal(log) as stop:
-        while epoch < cfg.epochs:
+    with run:
+        for epoch in run.epochs():
             G.train()
             D.train()
-            loader.set_epoch(epoch, step)
-            bar = tqdm(total=len(loader), initial=step, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                       disable=not cfg.progress, leave=False)
-            start = time.perf_counter() - partial["elapsed"]
-            for real, _ in loader:
-                z = np.random.default_rng([cfg.seed, epoch, step]).standard_normal((len(real), cfg.nz))
+            for real, _ in run.batches(loader, show):
+                z = np.random.default_rng([cfg.seed, epoch, run.step]).standard_normal((len(real), cfg.nz))
                 out = gan_step(G, D, opt_G, opt_D, real, Tensor(xp.asarray(z, dtype=dtype)))
                 if not (math.isfinite(out["loss_d"]) and math.isfinite(out["loss_g"])):
-                    raise TrainingError(f"a loss became non-finite at epoch {epoch + 1}, step {step + 1} "
+                    raise TrainingError(f"a loss became non-finite at epoch {epoch + 1}, step {run.step + 1} "
                                         f"({out}); try a smaller --lr")
-                for k in ("loss_d", "loss_g", "d_real", "d_fake"):
-                    partial[k] += out[k]
-                partial["n"] += 1
-                step += 1
-                steps.append([epoch * len(loader) + step, out["loss_d"], out["loss_g"], out["d_real"], out["d_fake"]])
-                bar.update(1)
-                bar.set_postfix(loss_d=f"{out['loss_d']:.3f}", loss_g=f"{out['loss_g']:.3f}")
-                if stop.reason is not None:
-                    partial["elapsed"] = time.perf_counter() - start
-                    bar.close()
-                    checkpoint()
-                    log(f"interrupted ({stop.reason}) at epoch {epoch + 1}, step {step}: saved {last_path}; "
-                        f"continue with the same command plus --resume")
-                    return None
-            bar.close()
-            elapsed = time.perf_counter() - start
-            n = max(partial["n"], 1)
-            row = {"epoch": epoch + 1, **{k: partial[k] / n for k in ("loss_d", "loss_g", "d_real", "d_fake")},
-                   "epoch_time_s": round(elapsed, 2), "images_per_s": round(n * cfg.batch_size / max(elapsed, 1e-9), 1),
+                run.add(n=1, **out)
+                steps.append([epoch * len(loader) + run.step + 1, out["loss_d"], out["loss_g"], out["d_real"],
+                              out["d_fake"]])
+            p, elapsed = run.partial, run.partial["elapsed"]
+            row = {"epoch": epoch + 1, **{k: p[k] / p["n"] for k in ("loss_d", "loss_g", "d_real", "d_fake")},
+                   "epoch_time_s": round(elapsed, 2), "images_per_s": round(p["n"] * cfg.batch_size / max(elapsed, 1e-9), 1),
                    "end_step": (epoch + 1) * len(loader)}
-            history.append(row)
-            log(f"epoch {epoch + 1:3d}/{cfg.epochs}  L_D {row['loss_d']:.3f}  L_G {row['loss_g']:.3f}  "
-                f"D(real) {row['d_real']:.2f}  D(fake) {row['d_fake']:.2f}  {format_duration(elapsed)}")
-            epoch, step, partial = epoch + 1, 0, _new_partial()
-            checkpoint()
-            write_rows(os.path.join(cfg.out, "metrics.csv"), history, METRICS_FIELDS)
-            plot_losses(history, steps, os.path.join(cfg.out, "losses.png"))
-            plot_samples(sample(G, fixed_z), os.path.join(cfg.out, f"samples_epoch{epoch:03d}.png"),
-                         f"DCGAN samples after epoch {epoch} (the same {cfg.samples} noise vectors every epoch)")
-            if stop.reason is not None:
-                log(f"interrupted ({stop.reason}) after epoch {epoch}: saved {last_path}; "
-                    f"continue with the same command plus --resume")
-                return None
+            run.end_epoch(row, f"epoch {epoch + 1:3d}/{cfg.epochs}  L_D {row['loss_d']:.3f}  L_G {row['loss_g']:.3f}  "
+                               f"D(real) {row['d_real']:.2f}  D(fake) {row['d_fake']:.2f}  {format_duration(elapsed)}")
+            plot_losses(run.history, steps, os.path.join(cfg.out, "losses.png"))
+            plot_samples(sample(G, fixed_z), os.path.join(cfg.out, f"samples_epoch{epoch + 1:03d}.png"),
+                         f"DCGAN samples after epoch {epoch + 1} (the same {cfg.samples} noise vectors every epoch)")
+    if run.interrupted:
+        return None
     rng = np.random.default_rng([cfg.seed, 11])
     rows = [interpolate(G, rng.standard_normal(cfg.nz), rng.standard_normal(cfg.nz), 10) for _ in range(6)]
     plot_interpolation(rows, os.path.join(cfg.out, "interpolation.png"),
-                       f"DCGAN after {epoch} epochs: walking in z from z0 (left) to z1 (right), 6 pairs")
-    log(f"wrote {cfg.out}/samples_epoch{epoch:03d}.png, interpolation.png, losses.png, metrics.csv, last.npz")
-    return row
-
-
-def _new_partial():
-    return {"loss_d": 0.0, "loss_g": 0.0, "d_real": 0.0, "d_fake": 0.0, "n": 0, "elapsed": 0.0}
+                       f"DCGAN after {run.epoch} epochs: walking in z from z0 (left) to z1 (right), 6 pairs")
+    log(f"wrote {cfg.out}/samples_epoch{run.epoch:03d}.png, interpolation.png, losses.png, metrics.csv, last.npz")
+    return run.history[-1] if run.history else None

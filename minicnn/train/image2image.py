@@ -23,34 +23,32 @@ exactly where it stopped.
 
 Python::
 
-    from minicnn.image2image import Image2ImageConfig, train_image2image
+    from minicnn.train.image2image import Image2ImageConfig, train_image2image
     result = train_image2image(Image2ImageConfig(task="denoise", model="unet_small", epochs=2, out="runs/dn"))
     model, cfg = load_image2image("runs/dn/last.npz")
 """
 import json
 import math
 import os
-import signal
-import threading
-import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 
 import numpy as np
 
-from . import functional as F
-from .autograd import Tensor, no_grad
-from .backend import get_array_module, to_device
-from .data import DataLoader, Subset
-from .errors import TrainingError
-from .models import IMAGE2IMAGE_MODELS
-from .nn import init
-from .optim import Adam
-from .checkpoint import read_checkpoint, read_for_resume
-from .serialization import save
-from .train import check_out_folder, format_duration, load_datasets, write_rows
+from .. import functional as F
+from ..autograd import Tensor, no_grad
+from ..backend import get_array_module, to_device
+from ..checkpoint import read_checkpoint
+from ..data import DataLoader, Subset
+from ..errors import TrainingError
+from ..models import IMAGE2IMAGE_MODELS
+from ..nn import init
+from ..optim import Adam
+from .datasets import load_datasets
+from .loop import fit
+from .run import Run, format_duration
 
 __all__ = ["TASKS", "Image2ImageConfig", "grayscale", "corrupt", "input_channels", "psnr", "evaluate_image2image",
-           "train_image2image", "load_image2image", "build_image2image_model", "StopOnSignal",
+           "train_image2image", "load_image2image", "build_image2image_model",
            "plot_image_rows", "FORMAT"]
 
 TASKS = ("denoise", "colorize", "reconstruct")
@@ -170,38 +168,7 @@ def evaluate_image2image(model, loader, task, noise_std=0.1, seed=0):
     return out
 
 
-# ------------------------------------------------------------------ what runs share (also minicnn.gan)
-class StopOnSignal:
-    """Context manager: Ctrl-C / SIGTERM set ``self.reason`` (``'SIGINT'``/``'SIGTERM'``) instead of killing.
-
-    The loop checks ``reason`` after each step, saves a checkpoint and
-    stops. A second signal raises KeyboardInterrupt at once. Handlers are
-    installed only in the main thread and restored on exit.
-    """
-
-    def __init__(self, log=print):
-        self.reason, self.log, self._previous = None, log, {}
-
-    def _handle(self, signum, frame):
-        if self.reason is not None:
-            raise KeyboardInterrupt
-        self.reason = signal.Signals(signum).name
-        name = "Ctrl-C" if signum == signal.SIGINT else self.reason
-        self.log(f"\n{name}: finishing this step, then saving a checkpoint ({name} again to abort)")
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous = {}
-        return False
-
-
+# ------------------------------------------------------------------ figures
 def _to_hwc(images):
     """(N, C, H, W) raw array in [0, 1] -> NumPy (N, H, W, 3) for imshow (grey repeated)."""
     a = np.asarray(to_device(images, "cpu"), dtype=np.float64)
@@ -301,13 +268,13 @@ def load_image2image(path, device="cpu"):
 def train_image2image(cfg, log=print):
     """Train and test one image-to-image run (see the module docstring); returns the test scores (a dict).
 
-    Returns None when stopped by Ctrl-C / SIGTERM (``last.npz`` is saved).
+    Each epoch is ``fit`` (the classifier's loop) on (corrupted, clean)
+    pairs with the mean squared error, inside a ``Run`` (the folder,
+    Ctrl-C/SIGTERM, last.npz, exact resuming, metrics.csv). Returns None
+    when stopped by Ctrl-C / SIGTERM (``last.npz`` is saved).
     """
-    from tqdm import tqdm
-
     _check(cfg)
-    check_out_folder(cfg.out)
-    last_path = os.path.join(cfg.out, "last.npz")
+    run = Run(cfg, FORMAT, "an image-to-image checkpoint", RUN_DEFINING, METRICS_FIELDS, log=log)
     train_set, test_set, desc = load_datasets(cfg.data, progress=cfg.progress)
     channels = int(train_set[0][0].shape[0])
     if cfg.task == "colorize" and channels != 3:
@@ -321,81 +288,53 @@ def train_image2image(cfg, log=print):
     test_loader = DataLoader(test_set, cfg.batch_size, device=cfg.device)
     spread = np.unique(np.linspace(0, len(test_set) - 1, min(cfg.grid_images, len(test_set))).astype(int))
     grid_x = next(iter(DataLoader(Subset(test_set, spread), len(spread), device=cfg.device, prefetch=False)))[0].data
-    epoch, step, history, partial = 0, 0, [], {"loss_sum": 0.0, "seen": 0, "elapsed": 0.0}
-    if cfg.resume:
-        ckpt = read_for_resume(last_path, FORMAT, "an image-to-image checkpoint", cfg, RUN_DEFINING)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        epoch, step = int(ckpt["epoch"]), int(ckpt["step"])
-        history, partial = json.loads(ckpt["history"]), json.loads(ckpt["partial_epoch"])
-        log(f"resuming {last_path} at epoch {epoch + 1}, step {step}")
-    os.makedirs(cfg.out, exist_ok=True)
-    n_params = model.num_parameters()
-    log(f"{cfg.task} with {cfg.model} ({n_params:,} parameters): {len(train_set):,} training and "
+    run.track(channels=channels, model=model, optimizer=optimizer)
+    if run.resumed:
+        log(f"resuming {run.last_path} at epoch {run.epoch + 1}, step {run.step}")
+    log(f"{cfg.task} with {cfg.model} ({model.num_parameters():,} parameters): {len(train_set):,} training and "
         f"{len(test_set):,} test images from {desc}; {cfg.epochs} epochs of {len(loader)} steps on {cfg.device}")
 
-    def checkpoint():
-        save({"format": FORMAT, "version": 1, "config": json.dumps(asdict(cfg)), "channels": channels,
-              "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "step": step,
-              "history": json.dumps(history), "partial_epoch": json.dumps(partial)}, last_path)
+    def pairs(epoch):
+        """(corrupted input, clean target) batches; the noise of step k of epoch e is seeded by (seed, e, k)."""
+        for x, _ in run.batches(loader, show=lambda p: {"loss": f"{p['loss_sum'] / p['seen']:.4f}"}):
+            x_in = corrupt(x.data, cfg.task, np.random.default_rng([cfg.seed, epoch, run.step]), cfg.noise_std)
+            yield Tensor(x_in), x
 
-    with StopOnSignal(log) as stop:
-        while epoch < cfg.epochs:
-            model.train()
-            loader.set_epoch(epoch, step)
-            bar = tqdm(total=len(loader), initial=step, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                       disable=not cfg.progress, leave=False)
-            start = time.perf_counter() - partial["elapsed"]
-            for x, _ in loader:
-                x = x.data
-                x_in = corrupt(x, cfg.task, np.random.default_rng([cfg.seed, epoch, step]), cfg.noise_std)
-                loss = F.mse_loss(model(Tensor(x_in)), Tensor(x))
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                value = float(loss.item())
-                if not math.isfinite(value):
-                    raise TrainingError(f"the loss became {value} at epoch {epoch + 1}, step {step + 1}; "
-                                        f"try a smaller --lr")
-                partial["loss_sum"] += value * len(x)
-                partial["seen"] += len(x)
-                step += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{partial['loss_sum'] / partial['seen']:.4f}")
-                if stop.reason is not None:
-                    partial["elapsed"] = time.perf_counter() - start
-                    bar.close()
-                    checkpoint()
-                    log(f"interrupted ({stop.reason}) at epoch {epoch + 1}, step {step}: saved {last_path}; "
-                        f"continue with the same command plus --resume")
-                    return None
-            bar.close()
-            elapsed = time.perf_counter() - start
+    def after_step(output, target, loss):
+        value = float(loss.item())
+        if not math.isfinite(value):
+            raise TrainingError(f"the loss became {value} at epoch {run.epoch + 1}, step {run.step + 1}; "
+                                f"try a smaller --lr")
+        run.add(loss_sum=value * len(target), seen=len(target))
+
+    with run:
+        for epoch in run.epochs():
+            batches = pairs(epoch)
+            try:
+                fit(model, batches, optimizer, F.mse_loss, epochs=1, on_step=after_step)
+            finally:
+                batches.close()
+            elapsed = run.partial["elapsed"]
             scores = evaluate_image2image(model, test_loader, cfg.task, cfg.noise_std, cfg.seed)
-            row = {"epoch": epoch + 1, "train_loss": partial["loss_sum"] / max(partial["seen"], 1),
+            row = {"epoch": epoch + 1, "train_loss": run.partial["loss_sum"] / max(run.partial["seen"], 1),
                    "test_mse": scores["mse"], "test_psnr": scores["psnr"],
                    "input_mse": scores["input_mse"] if scores["input_mse"] is not None else "",
                    "input_psnr": scores["input_psnr"] if scores["input_psnr"] is not None else "",
-                   "epoch_time_s": round(elapsed, 2), "images_per_s": round(partial["seen"] / max(elapsed, 1e-9), 1)}
-            history.append(row)
+                   "epoch_time_s": round(elapsed, 2),
+                   "images_per_s": round(run.partial["seen"] / max(elapsed, 1e-9), 1)}
             line = (f"epoch {epoch + 1:3d}/{cfg.epochs}  train mse {row['train_loss']:.5f}  test mse "
                     f"{scores['mse']:.5f}  PSNR {scores['psnr']:.2f} dB")
             if scores["input_psnr"] is not None:
                 line += f" (input {scores['input_psnr']:.2f} dB)"
-            log(line + f"  {format_duration(elapsed)}")
-            epoch, step, partial = epoch + 1, 0, {"loss_sum": 0.0, "seen": 0, "elapsed": 0.0}
-            checkpoint()
-            write_rows(os.path.join(cfg.out, "metrics.csv"), history, METRICS_FIELDS)
-            _plot_curves(history, os.path.join(cfg.out, "curves.png"), cfg.task)
-            _write_grid(model, grid_x, cfg, os.path.join(cfg.out, "grid.png"), epoch, scores)
-            if stop.reason is not None:
-                log(f"interrupted ({stop.reason}) after epoch {epoch}: saved {last_path}; "
-                    f"continue with the same command plus --resume")
-                return None
+            run.end_epoch(row, line + f"  {format_duration(elapsed)}")
+            _plot_curves(run.history, os.path.join(cfg.out, "curves.png"), cfg.task)
+            _write_grid(model, grid_x, cfg, os.path.join(cfg.out, "grid.png"), epoch + 1, scores)
+    if run.interrupted:
+        return None
     scores = evaluate_image2image(model, test_loader, cfg.task, cfg.noise_std, cfg.seed)
-    if not history:
-        _write_grid(model, grid_x, cfg, os.path.join(cfg.out, "grid.png"), epoch, scores)
-    result = {"task": cfg.task, "model": cfg.model, "epochs": epoch, "test_mse": scores["mse"],
+    if not run.history:
+        _write_grid(model, grid_x, cfg, os.path.join(cfg.out, "grid.png"), run.epoch, scores)
+    result = {"task": cfg.task, "model": cfg.model, "epochs": run.epoch, "test_mse": scores["mse"],
               "test_psnr": scores["psnr"], "input_mse": scores["input_mse"], "input_psnr": scores["input_psnr"],
               "test_images": scores["images"]}
     tmp = os.path.join(cfg.out, "test.json.tmp")
