@@ -62,9 +62,10 @@ import zlib
 import numpy as np
 
 from .backend import cupy_or_none, get_array_module
-from .data.loader import shard_bounds
+from .data import shard_bounds
 from .errors import TrainingError
 from .functional.norm import set_batch_norm_sync
+from .speed import column_sums
 
 __all__ = ["Communicator", "MPICommunicator", "NCCLCommunicator", "DistributedError", "WorkersDisagree",
            "communicator", "launched_by_mpi", "launch_size", "LAUNCHER_VARIABLES", "STOP_REASONS"]
@@ -195,17 +196,20 @@ class Communicator:
     def mean_var(self, X):
         """Forward: the mean and biased variance of every worker's rows X (M_r, C), and M = sum M_r.
 
-        Two all-reduces, as one process takes two passes: sum(X) with the
-        count, then sum((X - mean)**2) about the global mean (no cancellation).
+        Two all-reduces, as one process takes two passes (``speed.column_mean_var``):
+        the column sums with the count, then the sums of d and d**2 about
+        the global mean, d = X - mean (sum(d) corrects the mean's rounding).
         """
         xp = get_array_module(X)
-        sums = xp.concatenate([X.sum(axis=0), xp.asarray([X.shape[0]], dtype=X.dtype)])
+        sums = xp.concatenate([column_sums(X), xp.asarray([X.shape[0]], dtype=X.dtype)])
         self.allreduce_sum(sums)                                # [sum over all rows, M]
         M = sums[-1]
         mean = sums[:-1] / M
-        squares = ((X - mean) ** 2).sum(axis=0)
-        self.allreduce_sum(squares)
-        return mean, squares / M, int(M)
+        d = X - mean
+        dev = xp.concatenate([column_sums(d), column_sums(d * d)])
+        self.allreduce_sum(dev)                                 # [sum(d), sum(d**2)] over all rows
+        sum_d, sum_d2 = dev[:X.shape[1]], dev[X.shape[1]:]
+        return mean + sum_d / M, (sum_d2 - sum_d * sum_d / M) / M, int(M)
 
     def gradient_sums(self, dbeta, dgamma, M):
         """Backward: the two sums dx needs, over every worker's rows, as this worker's upstream sees them.
@@ -363,13 +367,13 @@ class NCCLCommunicator(MPICommunicator):
             self.cupy.cuda.get_current_stream().ptr
 
     def allreduce_sum(self, a):
-        if get_array_module(a) is np:                    # a CPU array: MPI
+        if isinstance(a, np.ndarray):                    # a CPU array: MPI
             return super().allreduce_sum(a)
         ptr, count, dtype, stream = self._nccl_args(a)
         self.comm.allReduce(ptr, ptr, count, dtype, self.nccl.NCCL_SUM, stream)
 
     def broadcast(self, a, root=0):
-        if get_array_module(a) is np:
+        if isinstance(a, np.ndarray):
             return super().broadcast(a, root)
         ptr, count, dtype, stream = self._nccl_args(a)
         self.comm.bcast(ptr, count, dtype, root, stream)
