@@ -1,7 +1,8 @@
 """Packaging for minicnn.
 
 ``pip install -e ".[dev]"`` installs everything the tests need;
-``pip install ".[gpu]"`` adds CuPy (CUDA 12) for the GPU backend.
+``pip install ".[gpu]"`` adds CuPy (CUDA 12) for the GPU backend;
+``pip install ".[mpi]"`` adds mpi4py and the MPICH wheel for data-parallel training.
 The raw CUDA sources in ``kernels/`` ship as package data
 (``minicnn/kernels/*.cu`` inside the wheel) so a non-editable install finds them.
 """
@@ -53,6 +54,7 @@ setup(
         "dev": ["pytest>=7", "hypothesis>=6.80", "pytest-timeout>=2.1"],
         "gpu": ["cupy-cuda12x>=13"],
         "torch": ["torch"],
+        "mpi": ["mpi4py>=4", "mpich>=4"],      # mpiexec -n K minicnn train: data-parallel (docs/17)
     },
     entry_points={"console_scripts": ["minicnn=minicnn.cli:main"]},
     cmdclass={"build_py": BuildPyWithKernels},
