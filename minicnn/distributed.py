@@ -43,7 +43,9 @@ t_step(B/K) < t_allreduce. Bucketing (all-reduce the last layers' gradients
 while backward still runs on the first ones) hides up to the whole
 backward pass behind (2); see docs/17-distributed.md for the numbers.
 
-Faults: a worker that raises calls ``abort`` (MPI_Abort: the whole job
+Besides the gradients, each step sends two tiny messages: three numbers
+(the loss and accuracy of the global batch, ``sum_values``) and the stop
+decision (``agree``). Faults: a worker that raises calls ``abort`` (MPI_Abort: the whole job
 ends with its message, instead of K-1 workers waiting forever in the next
 all-reduce); Ctrl-C/SIGTERM stop every worker after the same step
 (``agree``), and rank 0, the only one that prints and writes files, saves
@@ -239,6 +241,13 @@ class Communicator:
         buf = np.concatenate([[float(loss_sum)], confusion.ravel().astype(np.float64)])
         self.allreduce_sum(buf)
         return float(buf[0]), np.rint(buf[1:]).astype(np.int64).reshape(confusion.shape)
+
+    def sum_values(self, values):
+        """A dict of numbers summed over the workers (the training loss and accuracy of the global batch)."""
+        buf = np.array([float(v) for v in values.values()])
+        self.allreduce_sum(buf)
+        return {k: int(round(total)) if isinstance(v, (int, np.integer)) else total
+                for (k, v), total in zip(values.items(), buf.tolist())}
 
     def agree(self, stop_reason):
         """``Run.agree``: one stop decision for all (a signal or --max-minutes seen by any worker)."""

@@ -104,6 +104,8 @@ def test_evaluation_counts_and_stop_decision_are_common():
     comm = TwoWorkers([np.array([1.5, 0, 2, 1, 0])])
     loss, confusion = comm.reduce_evaluation(2.0, np.array([[3, 0], [1, 4]]))
     assert loss == 3.5 and confusion.tolist() == [[3, 2], [2, 4]]
+    sums = TwoWorkers([np.array([4.0, 20, 7])]).sum_values({"loss_sum": 1.5, "seen": 20, "correct": 3})
+    assert sums == {"loss_sum": 5.5, "seen": 40, "correct": 10} and isinstance(sums["seen"], int)
 
     class Max(TwoWorkers):
         def allreduce_max(self, a):
@@ -326,6 +328,10 @@ def test_two_workers_with_sync_bn_match_one_process_within_float32_rounding(tree
     own_drift = _difference(one, drift)         # what one process moves under a 1e-7 change of the learning rate
     assert 0 < own_drift < 1e-4
     assert _difference(one, two) < 10 * own_drift, (_difference(one, two), own_drift)
+    import csv
+    rows = [next(csv.DictReader(open(tmp_path / name / "metrics.csv"))) for name in ("one", "two")]
+    assert abs(float(rows[0]["train_loss"]) - float(rows[1]["train_loss"])) < 1e-4     # all workers' images
+    assert abs(float(rows[0]["train_acc"]) - float(rows[1]["train_acc"])) <= 1 / 200
 
 
 def _descendants(pid):

@@ -319,8 +319,9 @@ class Trainer:
                     f"the loss became {loss_value} at epoch {job.epoch + 1}, step {job.step + 1}; "
                     f"training stopped and {job.kept_checkpoint()}. "
                     f"Try a lower learning rate (now --lr {cfg.lr}).")
-            job.add(loss_sum=loss_value * labels.shape[0], seen=labels.shape[0],
-                    correct=int((logits.data.argmax(axis=1) == labels.data).sum()))
+            sums = dict(loss_sum=loss_value * labels.shape[0], seen=labels.shape[0],
+                        correct=int((logits.data.argmax(axis=1) == labels.data).sum()))
+            job.add(**(sums if self.comm is None else self.comm.sum_values(sums)))   # (data-parallel: all workers')
 
         def show(p):
             return dict(loss=f"{p['loss_sum'] / p['seen']:.3f}", acc=f"{100 * p['correct'] / p['seen']:.1f}%",
