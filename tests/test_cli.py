@@ -219,3 +219,72 @@ def test_out_that_cannot_be_written_is_one_clear_line(tmp_path, verb):
     assert code == 2, (code, out, err)
     assert "Traceback" not in err
     assert "--out" in err and str(blocker) in err
+
+
+def _start_training(args, until):
+    """``minicnn train ARGS`` in a subprocess, read until a line that starts with ``until``: (process, lines)."""
+    proc = subprocess.Popen([sys.executable, "-m", "minicnn", "train", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    seen, deadline = [], time.monotonic() + 120
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith(until):
+            return proc, seen
+        assert time.monotonic() < deadline, "".join(seen)
+    proc.kill()
+    raise AssertionError("".join(seen) + proc.stderr.read())
+
+
+def test_ctrl_c_during_the_final_test_stops_at_once_and_exits_130(tmp_path):
+    """The test set is not finished first: Ctrl-C stops within seconds, exit 130, no test report."""
+    from conftest import make_image_tree
+
+    tree = make_image_tree(tmp_path / "tree", n_train=4, n_test=150)      # 1,500 test images, several views each
+    out = tmp_path / "run"
+    proc, seen = _start_training(["--data", tree, "--out", out, "--epochs", "1", "--batch-size", "20",
+                                  "--no-progress"], until="testing on")
+    try:
+        assert "testing on 1,500 images with test-time augmentation (flip-translate)" in seen[-1]
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        t0 = time.monotonic()
+        rest, err = proc.communicate(timeout=60)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, (rest, err)
+    assert took < 5, took                                    # (a whole test here takes much longer)
+    assert "interrupted (SIGINT) during the test" in rest and "minicnn eval --checkpoint" in rest
+    assert "Traceback" not in err and "Exception" not in err
+    assert (out / "last.npz").is_file() and not (out / "test.json").exists()
+
+
+def test_a_second_ctrl_c_aborts_cleanly_and_saves_nothing(tiny_tree, tmp_path):
+    """Ctrl-C twice within one (long) step: no traceback (the loader's thread neither), no checkpoint."""
+    out = tmp_path / "run"
+    proc, seen = _start_training(["--model", "resnet20", "--data", tiny_tree, "--out", out, "--epochs", "1",
+                                  "--batch-size", "200", "--val-split", "0", "--no-progress"], until="flips")
+    try:
+        time.sleep(1.0)                                      # inside the first step (seconds on a CPU)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        rest, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, (rest, err)
+    assert "Ctrl-C: finishing this step" in rest and "Ctrl-C again: aborted, nothing more is saved" in rest
+    assert "Traceback" not in err and "Exception" not in err and "interrupted (SIGINT) at" not in rest
+    assert not (out / "last.npz").exists()
+
+
+def test_top_level_help_quotes_the_fast_recipe():
+    from minicnn.train.config import RECIPE_RESULTS, RECIPES
+
+    rc, out, err = run_cli("--help")
+    assert rc == 0
+    flat = " ".join(out.split())
+    assert f"the fast recipe: fast_cnn, {RECIPES['fast']['epochs']} epochs" in flat
+    assert " ".join(RECIPE_RESULTS["fast"].split()) in flat and "simple_cnn on CIFAR-10" not in flat

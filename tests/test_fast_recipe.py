@@ -378,14 +378,14 @@ def test_an_interrupted_fast_run_resumes_exactly(tiny_tree, tmp_path):
     straight.run()
     first = Trainer(_fast_cfg(tiny_tree, tmp_path / "cut", batch_size=40, epochs=2), log=lambda *_: None)
     calls = {"n": 0}
-    original = first._after_step
+    original = first.job._after_step
 
-    def stop_after_7():
+    def stop_after_7(steps_per_epoch):
         calls["n"] += 1
         if calls["n"] == 7:
-            first.stop_reason = "SIGINT"
-        original()
-    first._after_step = stop_after_7
+            first.job.stop_reason = "SIGINT"
+        original(steps_per_epoch)
+    first.job._after_step = stop_after_7
     assert first.run() is None
     resumed = Trainer(_fast_cfg(tiny_tree, tmp_path / "cut", batch_size=40, resume=True), log=lambda *_: None)
     resumed.run()
@@ -405,17 +405,16 @@ def test_without_model_resume_and_init_from_take_the_checkpoints_model(tiny_tree
     trainer = Trainer(cfg, log=lambda *_: None)
     assert (trainer.cfg.model, trainer.cfg.recipe) == ("simple_cnn", "standard")
     first = Trainer(_fast_cfg(tiny_tree, tmp_path / "r", epochs=2, batch_size=50), log=lambda *_: None)
-    first.stop_reason = None
-    original = first._after_step
+    original = first.job._after_step
 
-    def interrupt():
-        first.stop_reason = "SIGINT"                   # as Ctrl-C during the first step
-        original()
-    first._after_step = interrupt
+    def interrupt(steps_per_epoch):
+        first.job.stop_reason = "SIGINT"               # as Ctrl-C during the first step
+        original(steps_per_epoch)
+    first.job._after_step = interrupt
     assert first.run() is None
     again = Trainer(TrainConfig(data=tiny_tree, out=str(tmp_path / "r"), resume=True, progress=False, epochs=2,
                                 batch_size=50), log=lambda *_: None)
-    assert (again.cfg.model, again.cfg.recipe, again.step) == ("fast_cnn", "fast", 1)
+    assert (again.cfg.model, again.cfg.recipe, again.job.step) == ("fast_cnn", "fast", 1)
 
 
 def test_eval_reports_test_time_augmentation(tiny_tree, tmp_path, capsys):

@@ -200,17 +200,42 @@ def test_checkpoint_from_another_model(tiny_cifar, tmp_path, capsys):
 
 
 def test_default_data_search_explains_how_to_get_cifar(tmp_path, monkeypatch):
+    import minicnn.train.datasets as datasets
+
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MINICNN_DATA", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr(datasets, "CHECKOUT", str(tmp_path / "clone"))
     with pytest.raises(TrainingError) as info:
         resolve_data(None)
     msg = str(info.value)
     assert "CIFAR-10 was not found" in msg and "--data download" in msg and "cifar-10-batches-py" in msg
+    # every place tried is named, the current folder's as the path it meant, and how to pass --data
+    assert "$MINICNN_DATA (not set)" in msg and f"./data/cifar10-jpeg (here: {tmp_path}/data/cifar10-jpeg)" in msg
+    assert f"{tmp_path}/clone/data/cifar10-jpeg" in msg and f"{tmp_path}/shared/data/cifar10-jpeg" in msg
+    assert "Pass --data PATH" in msg
     monkeypatch.setenv("MINICNN_DATA", str(tmp_path / "d"))
     (tmp_path / "d" / "train").mkdir(parents=True)
     (tmp_path / "d" / "test").mkdir()
     assert resolve_data(None) == ("folder", str(tmp_path / "d"))
+
+
+def test_data_beside_the_checkout_is_found_from_any_folder(tmp_path, monkeypatch):
+    import minicnn.train.datasets as datasets
+
+    assert os.path.isdir(os.path.join(datasets.CHECKOUT, "minicnn", "train"))   # the folder above the package
+    monkeypatch.delenv("MINICNN_DATA", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    clone = tmp_path / "work" / "minicnn"
+    for where in (clone / "data" / "cifar10-jpeg", tmp_path / "work" / "shared" / "data" / "cifar10-jpeg"):
+        (where / "train").mkdir(parents=True)
+        (where / "test").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    monkeypatch.setattr(datasets, "CHECKOUT", str(clone))
+    assert resolve_data(None) == ("folder", str(clone / "data" / "cifar10-jpeg"))
+    (clone / "data" / "cifar10-jpeg" / "train").rmdir()       # ... and the shared folder beside the clone
+    assert resolve_data(None) == ("folder", str(tmp_path / "work" / "shared" / "data" / "cifar10-jpeg"))
 
 
 def test_gradcheck_command_checks_all_builtin_layers(capsys):
@@ -587,3 +612,23 @@ def test_regulariser_config_errors_name_the_option(field, value, option):
 
     with pytest.raises(TrainingError, match=option):
         complete_config(TrainConfig(**{field: value}))
+
+
+def test_curves_after_one_epoch_are_readable():
+    """One epoch: a marked point on a whole-number epoch axis, the loss axis from 0, the values written."""
+    import matplotlib.pyplot as plt
+
+    from minicnn.train.reports import curves_figure
+
+    fig = curves_figure([{"epoch": 1, "train_loss": 2.2387, "train_acc": 0.211, "val_loss": "", "val_acc": ""}])
+    loss_ax, acc_ax = fig.axes
+    for ax in (loss_ax, acc_ax):
+        lo, hi = ax.get_xlim()
+        assert lo <= 0.5 and hi >= 1.5                       # not 0.945 to 1.05
+        assert [t for t in ax.get_xticks() if lo <= t <= hi] == [1.0]
+        assert ax.lines[0].get_marker() == "o"
+    assert loss_ax.get_ylim()[0] == 0 and loss_ax.get_ylim()[1] > 2.2387
+    lo, hi = acc_ax.get_ylim()
+    assert 0 <= lo < 21.1 < hi <= 101
+    assert [t.get_text() for t in loss_ax.texts] == ["2.239"] and [t.get_text() for t in acc_ax.texts] == ["21.1%"]
+    plt.close(fig)

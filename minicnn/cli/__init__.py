@@ -1,5 +1,6 @@
 """The ``minicnn`` command (also ``python -m minicnn``): one verb per job.
 
+    minicnn train                          # the fast recipe (fast_cnn, minutes on a CPU)
     minicnn train --model simple_cnn --epochs 15 --out runs/simple_cnn
     minicnn eval --checkpoint runs/simple_cnn/best.npz
     minicnn gradcheck                      # every built-in layer's backward
@@ -18,11 +19,19 @@ from .._version import __version__
 from ..errors import TrainingError
 from .common import CLIError
 
-EXAMPLES = """\
-examples:
-  minicnn train                                  # simple_cnn on CIFAR-10, about 15 minutes on 2 CPU cores
-  minicnn eval --checkpoint runs/simple_cnn/best.npz
-  minicnn COMMAND --help                         # each command's options, defaults and examples"""
+
+
+def examples():
+    """The epilog of ``minicnn --help``: what plain ``minicnn train`` does, read from the recipe table."""
+    from ..train.config import RECIPE_RESULTS, RECIPES, recipe_model
+
+    fast = RECIPES["fast"]
+    return ("examples:\n"
+            f"  minicnn train                                  # the fast recipe: {recipe_model(None)}, "
+            f"{fast['epochs']} epochs on CIFAR-10,\n"
+            f"                                                 # {RECIPE_RESULTS['fast']}\n"
+            f"  minicnn eval --checkpoint runs/{recipe_model(None)}/best.npz\n"
+            "  minicnn COMMAND --help                         # each command's options, defaults and examples")
 
 # The verbs, in the order ``minicnn --help`` lists them: (verb module in this package).
 VERB_MODULES = ("train", "gradcheck", "explain", "attack", "synthesize", "doctor", "image2image", "gan")
@@ -31,7 +40,7 @@ VERB_MODULES = ("train", "gradcheck", "explain", "attack", "synthesize", "doctor
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="minicnn", description="minicnn: a readable CNN framework on NumPy (CPU) and CuPy (GPU)",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=examples(), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"minicnn {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in VERB_MODULES:

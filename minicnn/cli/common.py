@@ -6,6 +6,7 @@ the option, what it expects and the value given (never an internal
 function name). Each type's ``__name__`` is also a user-facing word.
 """
 import argparse
+import dataclasses
 import fractions
 import math
 import os
@@ -111,3 +112,25 @@ def check_device(device):
         raise CLIError("--device gpu: no GPU is available (CuPy with a CUDA device is needed: "
                        "pip install 'minicnn[gpu]'); use --device cpu")
 
+
+
+def prepare_run(args, config_class=None, **values):
+    """The preamble of every verb that runs a long job; returns its config (or None without ``config_class``).
+
+    In this order: the process settings that buy speed (allocator, BLAS
+    threads: applied by entry points, never at ``import minicnn``); the
+    ``--device gpu`` check; then ``config_class`` (a dataclass such as
+    ``TrainConfig``) filled from every parsed option that names one of its
+    fields (``--data``, ``--epochs``, ``--seed``, ``--out``, ``--resume``,
+    ``--no-progress``, ...), and from ``values``, what the verb computes
+    itself (a default ``--out``, a list). Verbs that write files without
+    a run folder still call ``output_folder`` themselves.
+    """
+    from ..speed import apply_process_settings
+
+    apply_process_settings()
+    check_device(getattr(args, "device", "cpu"))
+    if config_class is None:
+        return None
+    names = {f.name for f in dataclasses.fields(config_class)}
+    return config_class(**{**{k: v for k, v in vars(args).items() if k in names}, **values})

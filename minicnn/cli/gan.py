@@ -1,5 +1,5 @@
 """``minicnn gan``: train a DCGAN on CIFAR-10 and watch its samples improve epoch by epoch."""
-from .common import HelpFormatter, check_device, integer, number, positive_int, positive_number
+from .common import HelpFormatter, integer, number, positive_int, positive_number, prepare_run
 
 DESCRIPTION = """\
 Train a DCGAN (Radford, Metz & Chintala 2016) on CIFAR-10's training images.
@@ -51,11 +51,5 @@ def add_parser(sub):
 
 def run(args):
     from ..train.gan import GANConfig, train_gan
-    from ..speed import apply_process_settings
 
-    apply_process_settings()       # allocator and BLAS threads for a long job (never at import minicnn)
-    check_device(args.device)
-    cfg = GANConfig(data=args.data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, beta1=args.beta1,
-                    nz=args.nz, width=args.width, classes=args.classes, subset=args.subset, samples=args.samples,
-                    device=args.device, seed=args.seed, out=args.out, resume=args.resume, progress=args.progress)
-    return 0 if train_gan(cfg) is not None else 130
+    return 0 if train_gan(prepare_run(args, GANConfig)) is not None else 130

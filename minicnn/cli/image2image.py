@@ -1,5 +1,5 @@
 """``minicnn train-image2image``: an autoencoder or U-Net that denoises, colourises or reconstructs CIFAR-10."""
-from .common import HelpFormatter, check_device, integer, number, positive_int, positive_number
+from .common import HelpFormatter, integer, number, positive_int, positive_number, prepare_run
 
 DESCRIPTION = """\
 Train an image-to-image network on CIFAR-10 and report its reconstruction
@@ -56,14 +56,6 @@ def add_parser(sub):
 
 def run(args):
     from ..train.image2image import Image2ImageConfig, train_image2image
-    from ..speed import apply_process_settings
 
-    apply_process_settings()       # allocator and BLAS threads for a long job (never at import minicnn)
-    check_device(args.device)
-    cfg = Image2ImageConfig(task=args.task, model=args.model, width=args.width, data=args.data,
-                            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, noise_std=args.noise_std,
-                            subset=args.subset, test_subset=args.test_subset, device=args.device, seed=args.seed,
-                            out=args.out or f"runs/{args.task}_{args.model}", resume=args.resume,
-                            progress=args.progress)
-    result = train_image2image(cfg)
-    return 0 if result is not None else 130
+    cfg = prepare_run(args, Image2ImageConfig, out=args.out or f"runs/{args.task}_{args.model}")
+    return 0 if train_image2image(cfg) is not None else 130

@@ -1,6 +1,5 @@
 """``minicnn train`` and ``minicnn eval``: training on CIFAR-10 and the test accuracy of a checkpoint."""
-from .common import CLIError, HelpFormatter, check_device, integer, number, positive_int, positive_number
-
+from .common import CLIError, HelpFormatter, integer, number, positive_int, positive_number, prepare_run
 
 
 def non_negative(text):
@@ -63,7 +62,8 @@ different class lists are refused."""
 DATA_HELP = ("CIFAR-10 location: an image-folder tree with train/ and test/, or a folder with "
              "cifar-10-batches-py/ or cifar-10-python.tar.gz, or 'download'. Default: the first found of "
              "$MINICNN_DATA, ./data/cifar10-jpeg, ./data/cifar-10-batches-py, ./data, "
-             "../shared/data/cifar10-jpeg, ~/.cache/minicnn/data")
+             "../shared/data/cifar10-jpeg, the same beside the minicnn checkout (CHECKOUT/data/cifar10-jpeg, "
+             "CHECKOUT/data, CHECKOUT/../shared/data/cifar10-jpeg), ~/.cache/minicnn/data")
 
 
 def add_parser(sub):
@@ -192,24 +192,11 @@ def add_parser(sub):
 
 
 def cmd_train(args):
-    from ..speed import apply_process_settings
     from ..train import TrainConfig, Trainer
     from ..train.config import recipe_model
 
-    apply_process_settings()       # allocator and BLAS threads for a long job (never at import minicnn)
-    model = args.model or recipe_model(args.recipe)
-    cfg = TrainConfig(model=args.model, recipe=args.recipe, data=args.data, epochs=args.epochs,
-                      batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
-                      nesterov=args.nesterov, weight_decay=args.weight_decay, schedule=args.schedule,
-                      label_smoothing=args.label_smoothing, augment=args.augment, flip=args.flip,
-                      translate=args.translate, pad_mode=args.pad_mode, ema=args.ema, tta=args.tta,
-                      whiten=args.whiten, bias_lr_scale=args.bias_lr_scale, val_split=args.val_split,
-                      subset=args.subset, device=args.device, seed=args.seed,
-                      out=args.out or f"runs/{model}", resume=args.resume, progress=args.progress,
-                      max_minutes=args.max_minutes, adversarial=args.adversarial, adv_eps=args.adv_eps,
-                      adv_steps=args.adv_steps, l1=args.l1, l2=args.l2, max_norm=args.max_norm,
-                      init_from=args.init_from, freeze=list(args.freeze or []))
-    check_device(args.device)
+    cfg = prepare_run(args, TrainConfig, out=args.out or f"runs/{args.model or recipe_model(args.recipe)}",
+                      freeze=list(args.freeze or []))
     from ..distributed import communicator
     comm = communicator(args.device, sync_bn=args.sync_bn)     # None unless started by mpiexec -n K, K > 1
     if comm is None:
@@ -228,11 +215,9 @@ def cmd_train(args):
 
 
 def cmd_eval(args):
-    from ..speed import apply_process_settings
     from ..train import evaluate_checkpoint, evaluate_checkpoints
 
-    apply_process_settings()
-    check_device(args.device)
+    prepare_run(args)
     if len(args.checkpoint) == 1:
         evaluate_checkpoint(args.checkpoint[0], data=args.data, device=args.device, model_name=args.model,
                             progress=args.progress, tta=args.tta)

@@ -23,7 +23,7 @@ from ..models import MODELS
 from ..optim import SGD, Adam, CosineAnnealingLR, MultiStepLR, OneCycleLR
 from .evaluation import TTA_MODES
 
-__all__ = ["TrainConfig", "DEFAULT_MODEL", "ADVERSARIAL_METHODS", "RECIPES", "SCHEDULES", "FLIPS", "PAD_MODES",
+__all__ = ["TrainConfig", "DEFAULT_MODEL", "ADVERSARIAL_METHODS", "RECIPES", "RECIPE_RESULTS", "SCHEDULES", "FLIPS", "PAD_MODES",
            "EMA_EVERY", "defaults_for", "recipe_model", "complete_config", "param_groups", "build_optimizer",
            "build_scheduler"]
 
@@ -44,6 +44,13 @@ RECIPES = {
                  weight_decay=5e-4, schedule="triangle", label_smoothing=0.2, val_split=0,
                  flip="alternating", translate=2, pad_mode="reflect", ema=0.99, tta="flip-translate",
                  whiten=True, bias_lr_scale=4.0),
+}
+
+
+# What each recipe gave when measured (README: two seeds, 2 CPU cores): the help text quotes it.
+RECIPE_RESULTS = {
+    "fast": "86% test accuracy in about 13 minutes on 2 CPU cores",
+    "standard": "simple_cnn: 79% test accuracy in about 15 minutes on 2 CPU cores",
 }
 
 

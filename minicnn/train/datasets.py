@@ -1,5 +1,9 @@
 """Finding CIFAR-10 on disk: ``--data PATH``, or the usual places, or a message saying how to get it.
 
+The usual places (``DEFAULT_DATA_PLACES``) are relative to the current
+folder and to the checkout that holds the minicnn package, so a clone's
+data is found from any folder; the message lists every place tried.
+
 Two layouts are understood: an image-folder tree ``PATH/train/<class>/*.png``
 and ``PATH/test/<class>/...``, and the official python version
 (``cifar-10-batches-py/`` or ``cifar-10-python.tar.gz`` inside ``PATH``).
@@ -9,27 +13,43 @@ import os
 from ..data import CIFAR10, DatasetError, ImageFolder
 from ..errors import TrainingError
 
-__all__ = ["DEFAULT_DATA_PLACES", "resolve_data", "load_datasets", "how_to_get_data"]
+__all__ = ["DEFAULT_DATA_PLACES", "CHECKOUT", "resolve_data", "load_datasets", "how_to_get_data"]
 
+# Where CIFAR-10 is looked for without --data, in this order. "." is the current folder;
+# CHECKOUT is the folder that holds the minicnn package (a clone's root), so the data beside
+# a clone is found from any folder.
 DEFAULT_DATA_PLACES = (
     "$MINICNN_DATA",
     "./data/cifar10-jpeg",
     "./data/cifar-10-batches-py",
     "./data",
     "../shared/data/cifar10-jpeg",
+    "CHECKOUT/data/cifar10-jpeg",
+    "CHECKOUT/data",
+    "CHECKOUT/../shared/data/cifar10-jpeg",
     "~/.cache/minicnn/data",
 )
 DOWNLOAD_DIR = "~/.cache/minicnn/data"
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _candidates():
+    """(place as written in DEFAULT_DATA_PLACES, the path it means here), each path once."""
+    seen = set()
     for place in DEFAULT_DATA_PLACES:
         if place.startswith("$"):
-            value = os.environ.get(place[1:])
-            if value:
-                yield value
+            path = os.environ.get(place[1:])
+            if not path:
+                yield f"{place} (not set)", None
+                continue
+        elif place.startswith("CHECKOUT/"):
+            path = os.path.normpath(os.path.join(CHECKOUT, place[len("CHECKOUT/"):]))
         else:
-            yield os.path.expanduser(place)
+            path = os.path.expanduser(place)
+        key = os.path.realpath(path)
+        if key not in seen:
+            seen.add(key)
+            yield place, path
 
 
 def _kind(path):
@@ -45,10 +65,10 @@ def _kind(path):
 
 
 def how_to_get_data(looked):
-    """The message for a missing dataset: where minicnn looked and the ways to provide it."""
+    """The message for a missing dataset: every place minicnn looked, and the ways to provide it."""
     return (
         "CIFAR-10 was not found. Looked in:\n  " + "\n  ".join(looked) + "\n"
-        "Pass --data PATH with one of:\n"
+        "Pass --data PATH (for example --data ~/data/cifar10-jpeg) with one of:\n"
         "  - an image-folder tree PATH/train/<class>/*.png|jpg and PATH/test/<class>/...\n"
         "  - the official python version: a folder holding cifar-10-batches-py/ or cifar-10-python.tar.gz\n"
         "or run with --data download to fetch the official archive (163 MB, MD5-checked) into "
@@ -69,8 +89,13 @@ def resolve_data(path):
                 f"or cifar-10-batches-py/ or cifar-10-python.tar.gz inside it).\n" + how_to_get_data([path]))
         return kind, path
     looked = []
-    for cand in _candidates():
-        looked.append(cand)
+    for place, cand in _candidates():
+        if cand is None:
+            looked.append(place)
+            continue
+        full = os.path.abspath(cand)
+        looked.append(full if place.startswith(("CHECKOUT", "$")) or full == place
+                      else f"{place} (here: {full})")
         kind = _kind(cand) if os.path.isdir(cand) else None
         if kind:
             return kind, cand

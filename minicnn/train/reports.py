@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-__all__ = ["METRICS_FIELDS", "write_rows", "write_metrics", "format_report", "plot_curves", "plot_confusion"]
+__all__ = ["METRICS_FIELDS", "write_rows", "write_metrics", "format_report", "plot_curves", "curves_figure", "plot_confusion"]
 
 METRICS_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "epoch_time_s",
                   "images_per_s"]
@@ -47,28 +47,49 @@ def format_report(accuracy, confusion, classes):
 
 
 def plot_curves(history, path):
-    """Loss and accuracy per epoch, training and validation, side by side."""
+    """Loss and accuracy per epoch, training and validation, side by side (``curves_figure``), saved as PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = curves_figure(history)
+    _atomic_savefig(fig, path)
+    plt.close(fig)
+
+
+def curves_figure(history):
+    """The figure of ``plot_curves``, readable from the first epoch on: a dot at every epoch, the last
+    values written beside them, whole-number epoch ticks, the loss from 0, the accuracy within 0-100%."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
     epochs = [h["epoch"] for h in history]
+    with_val = bool(history) and history[0].get("val_loss") not in (None, "")
+    curves = {"loss": [("train", [h["train_loss"] for h in history])],
+              "acc": [("train", [100 * h["train_acc"] for h in history])]}
+    if with_val:
+        curves["loss"].append(("validation", [h["val_loss"] for h in history]))
+        curves["acc"].append(("validation", [100 * h["val_acc"] for h in history]))
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    ax1.plot(epochs, [h["train_loss"] for h in history], marker=".", label="train")
-    ax2.plot(epochs, [100 * h["train_acc"] for h in history], marker=".", label="train")
-    if history and history[0].get("val_loss") not in (None, ""):
-        ax1.plot(epochs, [h["val_loss"] for h in history], marker=".", label="validation")
-        ax2.plot(epochs, [100 * h["val_acc"] for h in history], marker=".", label="validation")
+    for ax, key, fmt in ((ax1, "loss", "{:.3f}"), (ax2, "acc", "{:.1f}%")):
+        for label, values in curves[key]:
+            line, = ax.plot(epochs, values, marker="o", label=label)
+            if values:
+                ax.annotate(fmt.format(values[-1]), (epochs[-1], values[-1]), xytext=(6, 0),
+                            textcoords="offset points", va="center", fontsize=8, color=line.get_color())
+        ax.set_xlim(0.5, max(epochs, default=1) + 0.5 + 0.15 * max(epochs, default=1))   # room for the labels
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))     # epochs are whole numbers
+        ax.grid(alpha=0.3)
+    every = [v for _, values in curves["loss"] for v in values]
+    ax1.set_ylim(0, 1.15 * max(every, default=1.0))
+    every = [v for _, values in curves["acc"] for v in values]
+    ax2.set_ylim(max(0.0, min(every, default=0.0) - 10), min(101.0, max(every, default=100.0) + 10))
     ax1.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
     ax2.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
-    for ax in (ax1, ax2):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))     # epochs are whole numbers
-        ax.grid(alpha=0.3)
-        ax.legend()
+    ax1.legend()
+    ax2.legend()
     fig.tight_layout()
-    _atomic_savefig(fig, path)
-    plt.close(fig)
+    return fig
 
 
 def plot_confusion(confusion, classes, path):

@@ -211,8 +211,9 @@ class Run:
         bar = tqdm(total=n, initial=self.step, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}",
                    disable=not self.cfg.progress, leave=False, dynamic_ncols=True)
         t0 = time.perf_counter() - self.partial["elapsed"]
+        batches = iter(loader)
         try:
-            for batch in loader:
+            for batch in batches:
                 yield batch
                 self.step += 1
                 self.partial["elapsed"] = time.perf_counter() - t0
@@ -225,6 +226,8 @@ class Run:
                     raise Stop
         finally:
             bar.close()
+            if hasattr(batches, "close"):
+                batches.close()        # now, not at garbage collection: the loader's thread is joined here
 
     def add(self, **sums):
         """Add to the running sums of this epoch (kept in checkpoints: a resumed epoch reports all its steps)."""
@@ -290,7 +293,9 @@ class Run:
     def _on_signal(self, signum, frame):
         name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         if self.stop_reason in ("SIGINT", "SIGTERM"):      # a second signal: stop right now, write nothing
-            self.log(f"\n{name} again: aborted; nothing more was saved")
+            for sig in self._previous:                      # (and let no third one break the unwinding)
+                signal.signal(sig, signal.SIG_IGN)
+            self.log(f"\n{name} again: aborted, nothing more is saved")
             raise KeyboardInterrupt
         self.stop_reason = signal.Signals(signum).name
         self.log(f"\n{name}: finishing this step, then saving a checkpoint ({name} again to abort)")
@@ -308,21 +313,27 @@ class Run:
         return self
 
     def __exit__(self, kind, error, traceback):
-        """A ``Stop`` saves last.npz and says how to continue; any other error leaves no empty folder behind."""
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous = {}
-        if kind is None or not issubclass(kind, Stop):
-            if kind is not None:
-                self._remove_empty_out()
-            return False
-        self.save()
-        where = f"epoch {self.epoch + 1}, step {self.step}"
-        if self.stop_reason == "max-minutes":
-            self.log(f"\nstopped at the --max-minutes {self.cfg.max_minutes:g} cap at {where}: saved "
-                     f"{self.last_path} (continue with the same command plus --resume)")
-        else:
-            self.interrupted = True
-            self.log(f"\ninterrupted ({self.stop_reason}) at {where}: saved {self.last_path}; "
-                     f"continue with the same command plus --resume")
-        return True
+        """A ``Stop`` saves last.npz and says how to continue; any other error leaves no empty folder behind.
+
+        The handlers stay in place while last.npz is written: a second
+        Ctrl-C then abandons the write (the previous file stays as it was).
+        """
+        try:
+            if kind is None or not issubclass(kind, Stop):
+                if kind is not None:
+                    self._remove_empty_out()
+                return False
+            self.save()
+            where = f"epoch {self.epoch + 1}, step {self.step}"
+            if self.stop_reason == "max-minutes":
+                self.log(f"\nstopped at the --max-minutes {self.cfg.max_minutes:g} cap at {where}: saved "
+                         f"{self.last_path} (continue with the same command plus --resume)")
+            else:
+                self.interrupted = True
+                self.log(f"\ninterrupted ({self.stop_reason}) at {where}: saved {self.last_path}; "
+                         f"continue with the same command plus --resume")
+            return True
+        finally:
+            for sig, handler in self._previous.items():
+                signal.signal(sig, handler)
+            self._previous = {}

@@ -412,6 +412,8 @@ class Trainer:
     def test(self):
         """Evaluate on the test set; print the report, write test.json and confusion.png; return the accuracy."""
         self.job.make_folder()
+        views = f" with test-time augmentation ({self.cfg.tta})" if self.cfg.tta != "none" else ""
+        self.log(f"testing on {len(self.test_set):,} images{views}")
         with self._evaluated_weights():
             test_loss, test_acc, confusion = evaluate(self.model, self.test_loader, len(self.classes), tta=self.cfg.tta,
                                                       reduce=self.comm and self.comm.reduce_evaluation)
