@@ -69,7 +69,7 @@ from .errors import TrainingError
 from .functional.norm import set_batch_norm_sync
 from .speed import column_sums
 
-__all__ = ["Communicator", "MPICommunicator", "NCCLCommunicator", "DistributedError", "WorkersDisagree",
+__all__ = ["Communicator", "AveragingOptimizer", "MPICommunicator", "NCCLCommunicator", "DistributedError", "WorkersDisagree",
            "communicator", "launched_by_mpi", "launch_size", "LAUNCHER_VARIABLES", "STOP_REASONS"]
 
 # Set by the MPI launchers in every process they start (MPICH/Hydra and Intel MPI: PMI_*; Open MPI:
@@ -132,9 +132,9 @@ class Communicator:
     """What a data-parallel worker does with the others; subclasses supply ``allreduce_sum`` and the rest.
 
     ``rank`` (0..K-1), ``size`` (K); rank 0 is the writer. The training code
-    calls ``attach(trainer)`` once, ``average_gradients`` after every backward
-    pass, ``broadcast_state`` after every epoch and ``reduce_evaluation`` in
-    every evaluation.
+    calls ``attach(trainer)`` once, trains with ``averaging(optimizer)``
+    (whose step calls ``average_gradients``), ``broadcast_state`` after every
+    epoch and ``reduce_evaluation`` in every evaluation.
     """
 
     def __init__(self, rank, size, sync_bn=False):
@@ -193,6 +193,24 @@ class Communicator:
         for p in params:
             p.grad[...] = flat[offset:offset + p.grad.size].reshape(p.grad.shape)
             offset += p.grad.size
+
+    def averaging(self, optimizer, batches=None):
+        """``optimizer``, whose ``step()`` first calls ``average_gradients`` (Horovod's DistributedOptimizer).
+
+        The training loop stays the five lines of ``minicnn.train.fit``. With
+        ``batches`` (``(images, labels)`` pairs) returns (optimizer, batches):
+        each batch tells the optimizer its size b_r on its way to the loop;
+        without, every worker counts as one (the plain average over K).
+        """
+        wrapped = AveragingOptimizer(optimizer, self)
+        if batches is None:
+            return wrapped
+
+        def sized():
+            for images, labels in batches:
+                wrapped.batch_size = labels.shape[0]
+                yield images, labels
+        return wrapped, sized()
 
     # ---- --sync-bn: batchnorm over the whole global batch (functional.norm.set_batch_norm_sync) ----
     def mean_var(self, X):
@@ -314,6 +332,25 @@ class Communicator:
                 what = str(e)
             self.abort(f"minicnn {command}: error on rank {self.rank} of {self.size}: {what}; ending all "
                        f"{self.size} workers")
+
+
+class AveragingOptimizer:
+    """An optimizer whose ``step()`` makes the gradients those of the global batch first (``Communicator.averaging``).
+
+    Everything else (``zero_grad``, ``param_groups``, ``state_dict``) is the
+    wrapped optimizer's.
+    """
+
+    def __init__(self, optimizer, comm):
+        self.optimizer, self.comm, self.batch_size = optimizer, comm, 1
+
+    def step(self, closure=None):
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        self.comm.average_gradients(params, self.batch_size)
+        return self.optimizer.step(closure)
+
+    def __getattr__(self, name):
+        return getattr(self.optimizer, name)
 
 
 class MPICommunicator(Communicator):

@@ -48,7 +48,10 @@ def train(model, dataset, batch_size, comm=None, epochs=2):
         loader.shard = (comm.rank, comm.size)
     opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     for _ in range(epochs):
-        fit(model, float64(loader), opt, average_gradients=comm.average_gradients if comm is not None else None)
+        if comm is None:
+            fit(model, float64(loader), opt)
+        else:                                   # the optimizer's step averages the gradients first
+            fit(model, *reversed(comm.averaging(opt, float64(loader))))
     return model
 
 

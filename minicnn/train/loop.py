@@ -28,8 +28,7 @@ from .finetune import keep_frozen_statistics
 __all__ = ["fit"]
 
 
-def fit(model, loader, optimizer, loss_fn=F.cross_entropy, epochs=1, scheduler=None, on_step=None,
-        average_gradients=None):
+def fit(model, loader, optimizer, loss_fn=F.cross_entropy, epochs=1, scheduler=None, on_step=None):
     """Train ``model`` in place on ``loader``; returns the mean training loss of each epoch.
 
     Args:
@@ -42,9 +41,6 @@ def fit(model, loader, optimizer, loss_fn=F.cross_entropy, epochs=1, scheduler=N
         on_step: called as ``on_step(logits, labels, loss)`` after every step;
             returning True stops training there (the last loss returned is
             then the mean over that epoch's steps so far).
-        average_gradients: data-parallel training (``minicnn.distributed``):
-            called as ``average_gradients(parameters, batch_size)`` after
-            backward; it makes every ``.grad`` that of the whole global batch.
     """
     losses = []
     for _ in range(epochs):
@@ -56,8 +52,6 @@ def fit(model, loader, optimizer, loss_fn=F.cross_entropy, epochs=1, scheduler=N
             loss = loss_fn(logits, labels)
             optimizer.zero_grad()
             loss.backward()                    # backward: fills p.grad
-            if average_gradients is not None:  # data-parallel: the gradient of every worker's batch together
-                average_gradients(model.parameters(), labels.shape[0])
             optimizer.step()                   # update: p -= lr * (step from p.grad)
             if scheduler is not None:
                 scheduler.step()               # the learning rate of the next step

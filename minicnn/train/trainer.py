@@ -328,13 +328,15 @@ class Trainer:
                         img_s=f"{p['seen'] / max(p['elapsed'], 1e-9):.0f}")
 
         batches = self._batches(show)
+        optimizer, fed = self.optimizer, batches
+        if self.comm is not None:       # data-parallel: the optimizer's step first averages the gradients (docs/17)
+            optimizer, fed = self.comm.averaging(self.optimizer, batches)
         try:
             # A diverging run overflows before the loss check sees it: that check,
             # not a stream of NumPy warnings, is how it gets reported.
             with np.errstate(over="ignore", invalid="ignore"):
-                fit(self.fit_model, batches, self.optimizer, self.loss_fn, epochs=1,
-                    scheduler=self.scheduler, on_step=after_step,
-                    average_gradients=self.comm.average_gradients if self.comm is not None else None)
+                fit(self.fit_model, fed, optimizer, self.loss_fn, epochs=1, scheduler=self.scheduler,
+                    on_step=after_step)
         finally:
             batches.close()
         part = job.partial
