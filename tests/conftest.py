@@ -102,3 +102,13 @@ def trained_checkpoint(tiny_tree, tmp_path_factory):
                       out=str(out), progress=False, schedule="cosine", weight_decay=5e-4, seed=0)
     Trainer(cfg, log=lambda *_: None).run()
     return str(out / "last.npz")
+
+
+def assert_same_state(a, b, where="state"):
+    """Two nested dicts of arrays (a state_dict as ``minicnn.load`` gives it back) are equal bit for bit."""
+    if isinstance(a, dict):
+        assert set(a) == set(b), where
+        for k in a:
+            assert_same_state(a[k], b[k], f"{where}.{k}")
+    else:
+        np.testing.assert_array_equal(a, b, err_msg=where)

@@ -155,21 +155,12 @@ def test_gan_cli_errors_are_one_line(tiny_tree, tmp_path):
     assert r.returncode == 0 and "beta1" in r.stdout and "(default: 0.0002)" in r.stdout
 
 
-def assert_same(a, b, where):
-    """Two nested dicts of arrays (a state_dict as minicnn.load gives it back) equal bit for bit."""
-    if isinstance(a, dict):
-        assert set(a) == set(b), where
-        for k in a:
-            assert_same(a[k], b[k], f"{where}.{k}")
-    else:
-        np.testing.assert_array_equal(a, b, err_msg=where)
-
-
 def test_resume_after_ctrl_c_mid_epoch_ends_with_the_same_weights(tiny_tree, tmp_path, monkeypatch):
     """Ctrl-C after 5 steps (mid-epoch 2), then --resume: bit for bit the networks of a run never stopped."""
     import signal
 
     import minicnn.train.gan as gan_mod
+    from conftest import assert_same_state
     from minicnn.serialization import load
 
     def cfg(out, **kw):
@@ -191,7 +182,7 @@ def test_resume_after_ctrl_c_mid_epoch_ends_with_the_same_weights(tiny_tree, tmp
     assert gan_mod.train_gan(cfg(tmp_path / "cut", resume=True), log=lambda *_: None) is not None
     full, resumed = load(str(tmp_path / "full" / "last.npz")), load(str(tmp_path / "cut" / "last.npz"))
     for part in ("generator", "discriminator", "opt_g", "opt_d"):
-        assert_same(full[part], resumed[part], part)
+        assert_same_state(full[part], resumed[part], part)
     rows_full, rows_resumed = (list(csv.DictReader(open(d / "metrics.csv"))) for d in (tmp_path / "full", tmp_path / "cut"))
     for a, b in zip(rows_full, rows_resumed):
         assert [a[k] for k in ("loss_d", "loss_g", "d_real", "d_fake")] == [b[k] for k in ("loss_d", "loss_g", "d_real", "d_fake")]

@@ -132,6 +132,7 @@ def test_cli_errors_are_one_line(tiny_tree, tmp_path):
 def test_resume_after_ctrl_c_mid_epoch_ends_with_the_same_weights(tiny_tree, tmp_path, monkeypatch):
     """Ctrl-C after 6 steps (mid-epoch 2), then resume: bit for bit the model and Adam of a run never stopped."""
     import minicnn.train.image2image as i2i
+    from conftest import assert_same_state
     from minicnn.serialization import load
 
     def cfg(out, **kw):
@@ -154,17 +155,7 @@ def test_resume_after_ctrl_c_mid_epoch_ends_with_the_same_weights(tiny_tree, tmp
     assert i2i.train_image2image(cfg(tmp_path / "cut", resume=True), log=lambda *_: None) is not None
     full, resumed = load(str(tmp_path / "full" / "last.npz")), load(str(tmp_path / "cut" / "last.npz"))
     for part in ("model", "optimizer"):
-        assert_same(full[part], resumed[part], part)
+        assert_same_state(full[part], resumed[part], part)
     rows_full, rows_resumed = (list(csv.DictReader(open(d / "metrics.csv"))) for d in (tmp_path / "full", tmp_path / "cut"))
     assert [r["train_loss"] for r in rows_full] == [r["train_loss"] for r in rows_resumed]
     assert [r["test_mse"] for r in rows_full] == [r["test_mse"] for r in rows_resumed]
-
-
-def assert_same(a, b, where):
-    """Two nested dicts of arrays (a state_dict as minicnn.load gives it back) equal bit for bit."""
-    if isinstance(a, dict):
-        assert set(a) == set(b), where
-        for k in a:
-            assert_same(a[k], b[k], f"{where}.{k}")
-    else:
-        np.testing.assert_array_equal(a, b, err_msg=where)

@@ -40,7 +40,7 @@ from .finetune import (BACKBONE, check_architecture, freeze, frozen_batchnorm_la
 from .loop import fit
 from .regularisation import apply_max_norm, regularised_loss, regularised_parameters
 from .reports import format_report, plot_confusion, plot_curves, write_metrics, write_rows
-from .run import ESTIMATE_AFTER_STEPS, Run, Stop, check_out_folder, estimate_message, format_duration
+from .run import ESTIMATE_AFTER_STEPS, Run, RunConfig, Stop, check_out_folder, estimate_message, format_duration
 from .trainer import RUN_DEFINING, Trainer
 
 __all__ = [
@@ -49,7 +49,7 @@ __all__ = [
     "DEFAULT_DATA_PLACES", "resolve_data", "load_datasets", "how_to_get_data",
     "evaluate", "evaluate_checkpoint", "format_report", "plot_curves", "plot_confusion", "write_metrics", "write_rows",
     "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "write_checkpoint", "load_checkpoint", "model_from_checkpoint",
-    "Run", "Stop", "RUN_DEFINING", "ESTIMATE_AFTER_STEPS", "check_out_folder", "format_duration", "estimate_message",
+    "Run", "RunConfig", "Stop", "RUN_DEFINING", "ESTIMATE_AFTER_STEPS", "check_out_folder", "format_duration", "estimate_message",
     "Ensemble", "EnsembleResult", "evaluate_ensemble", "evaluate_checkpoints", "format_ensemble_table",
     "BACKBONE", "head_keys", "check_architecture", "match_patterns", "freeze", "frozen_batchnorm_layers",
     "keep_frozen_statistics", "init_from_checkpoint", "regularised_loss", "regularised_parameters",

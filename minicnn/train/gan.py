@@ -43,7 +43,7 @@ from ..models import dcgan_discriminator, dcgan_generator
 from ..nn import init
 from ..optim import Adam
 from .datasets import load_datasets
-from .run import Run, format_duration
+from .run import Run, RunConfig, format_duration
 
 __all__ = ["GANConfig", "BCEWithLogits", "bce_with_logits", "discriminator_loss", "generator_loss", "gan_step", "interpolate",
            "sample", "train_gan", "load_generator", "plot_samples", "plot_interpolation", "plot_losses", "FORMAT"]
@@ -54,10 +54,7 @@ RUN_DEFINING = ("nz", "width", "batch_size", "lr", "beta1", "classes", "subset",
 
 
 @dataclass
-class GANConfig:
-    data: str = None
-    epochs: int = 5
-    batch_size: int = 64
+class GANConfig(RunConfig):
     lr: float = 2e-4                  # Adam, both networks (DCGAN)
     beta1: float = 0.5                # Adam's beta1 (DCGAN: 0.5 instead of 0.9 steadies training)
     nz: int = 100                     # size of the noise vector
@@ -65,11 +62,7 @@ class GANConfig:
     classes: str = None               # train on these classes only (comma-separated names), e.g. "horse"
     subset: int = None                # train on only N images
     samples: int = 64                 # images in each sample grid
-    device: str = "cpu"
-    seed: int = 0
     out: str = "runs/dcgan"
-    resume: bool = False
-    progress: bool = True
 
 
 # ------------------------------------------------------------------ losses and one step

@@ -45,7 +45,7 @@ from ..nn import init
 from ..optim import Adam
 from .datasets import load_datasets
 from .loop import fit
-from .run import Run, format_duration
+from .run import Run, RunConfig, format_duration
 
 __all__ = ["TASKS", "Image2ImageConfig", "grayscale", "corrupt", "input_channels", "psnr", "evaluate_image2image",
            "train_image2image", "load_image2image", "build_image2image_model",
@@ -61,23 +61,16 @@ RUN_DEFINING = ("task", "model", "width", "noise_std", "batch_size", "lr", "subs
 
 
 @dataclass
-class Image2ImageConfig:
+class Image2ImageConfig(RunConfig):
     task: str = "denoise"             # denoise | colorize | reconstruct
     model: str = "unet_small"         # conv_autoencoder | unet_small
-    data: str = None
-    epochs: int = 5
-    batch_size: int = 64
     lr: float = 1e-3                  # Adam
     noise_std: float = 0.1            # sigma of the denoising task's noise, pixels in [0, 1]
     width: int = None                 # the model's base width (default: the model's own)
     subset: int = None                # train on only N images
     test_subset: int = None           # test on only N images
     grid_images: int = 8              # test images shown in grid.png
-    device: str = "cpu"
-    seed: int = 0
     out: str = "runs/image2image"
-    resume: bool = False
-    progress: bool = True
 
 
 # ------------------------------------------------------------------ the task

@@ -35,15 +35,28 @@ import signal
 import tempfile
 import threading
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 from ..checkpoint import read_for_resume, write_checkpoint
 from ..errors import TrainingError
 from .reports import write_rows
 
-__all__ = ["Run", "Stop", "check_out_folder", "format_duration", "estimate_message", "ESTIMATE_AFTER_STEPS"]
+__all__ = ["Run", "RunConfig", "Stop", "check_out_folder", "format_duration", "estimate_message", "ESTIMATE_AFTER_STEPS"]
 
 ESTIMATE_AFTER_STEPS = 20      # the time estimate is printed after this many timed steps
+
+
+@dataclass
+class RunConfig:
+    """The settings every run has; a training's config adds its own (``GANConfig(RunConfig)``)."""
+    data: str = None                  # --data (default: the usual places, see datasets)
+    epochs: int = 5
+    batch_size: int = 64
+    device: str = "cpu"
+    seed: int = 0                     # every random draw of step k of epoch e comes from (seed, e, k)
+    out: str = "runs/run"             # the run folder
+    resume: bool = False              # continue the run saved in out/last.npz
+    progress: bool = True             # progress bars
 
 
 class Stop(Exception):
@@ -107,7 +120,8 @@ class Run:
     """One training run in its folder ``cfg.out``: position, history, checkpoints, stop, metrics.
 
     ``cfg``: a dataclass of settings with ``out``, ``epochs``, ``resume``,
-    ``progress`` (and optionally ``max_minutes``); saved in every checkpoint.
+    ``progress`` (a ``RunConfig``, or one with these fields; optionally
+    ``max_minutes``); saved in every checkpoint.
     ``fmt``/``kind``: the checkpoint's format marker and its name in
     messages; ``run_defining``: the settings ``--resume`` may not change
     (``saved_defaults``: their values in checkpoints that predate them);
