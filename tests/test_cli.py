@@ -119,6 +119,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_nonzero(tiny_tree, tmp_path):
                 break
             assert time.monotonic() < deadline, "".join(seen)
         assert seen and seen[-1].startswith("estimated ") and "for 40 epochs" in seen[-1], "".join(seen)
+        assert " remaining (" in seen[-1] and " in all for 40 epochs" in seen[-1]     # which of the two it is
         proc.send_signal(signal.SIGTERM)
         rest, err = proc.communicate(timeout=60)
     finally:
@@ -288,3 +289,30 @@ def test_top_level_help_quotes_the_fast_recipe():
     flat = " ".join(out.split())
     assert f"the fast recipe: fast_cnn, {RECIPES['fast']['epochs']} epochs" in flat
     assert " ".join(RECIPE_RESULTS["fast"].split()) in flat and "simple_cnn on CIFAR-10" not in flat
+
+
+def test_prepare_run_is_the_preamble_of_every_training_verb(monkeypatch):
+    """Process settings first, then the device check, then the config from the options (and the verb's values)."""
+    import argparse
+    from dataclasses import dataclass
+
+    import minicnn.speed
+    from minicnn.cli.common import CLIError, prepare_run
+
+    calls = []
+    monkeypatch.setattr(minicnn.speed, "apply_process_settings", lambda: calls.append("settings") or {})
+
+    @dataclass
+    class Config:
+        out: str = "x"
+        epochs: int = 1
+        seed: int = 0
+        progress: bool = True
+
+    args = argparse.Namespace(epochs=3, seed=7, progress=False, device="cpu", out=None, func=print, command="t")
+    cfg = prepare_run(args, Config, out="runs/t")
+    assert cfg == Config(out="runs/t", epochs=3, seed=7, progress=False) and calls == ["settings"]
+    assert prepare_run(args) is None and calls == ["settings"] * 2
+    if not minicnn.backend.is_gpu_available():
+        with pytest.raises(CLIError, match="--device gpu: no GPU"):
+            prepare_run(argparse.Namespace(device="gpu"), Config)

@@ -349,8 +349,6 @@ def train_gan(cfg, log=print):
     run.track(channels=channels, generator=G, discriminator=D, opt_g=opt_G, opt_d=opt_D, fixed_noise=fixed,
               steps=lambda: np.asarray(steps, dtype=np.float64).reshape(-1, 5))
     fixed_z = Tensor(xp.asarray(fixed, dtype=dtype))
-    if run.resumed:
-        log(f"resuming {run.last_path} at epoch {run.epoch + 1}, step {run.step}")
     log(f"DCGAN: G {G.num_parameters():,} and D {D.num_parameters():,} parameters, {len(data):,} training "
         f"images from {desc}; {cfg.epochs} epochs of {len(loader)} steps (batch {cfg.batch_size}) on {cfg.device}")
 

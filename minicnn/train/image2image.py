@@ -282,8 +282,6 @@ def train_image2image(cfg, log=print):
     spread = np.unique(np.linspace(0, len(test_set) - 1, min(cfg.grid_images, len(test_set))).astype(int))
     grid_x = next(iter(DataLoader(Subset(test_set, spread), len(spread), device=cfg.device, prefetch=False)))[0].data
     run.track(channels=channels, model=model, optimizer=optimizer)
-    if run.resumed:
-        log(f"resuming {run.last_path} at epoch {run.epoch + 1}, step {run.step}")
     log(f"{cfg.task} with {cfg.model} ({model.num_parameters():,} parameters): {len(train_set):,} training and "
         f"{len(test_set):,} test images from {desc}; {cfg.epochs} epochs of {len(loader)} steps on {cfg.device}")
 

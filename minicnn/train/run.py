@@ -160,7 +160,7 @@ class Run:
         (model, optimizer, schedule), plain values, or functions giving the value at save time.
 
         A resumed run loads the checkpoint's state into each object now, and
-        takes back its position, history and partial epoch.
+        takes back its position, history and partial epoch (and says so).
         """
         self.parts.update(parts)
         ckpt = self.checkpoint
@@ -171,6 +171,7 @@ class Run:
                 part.load_state_dict(ckpt[name])
         self.epoch, self.step = int(ckpt["epoch"]), int(ckpt["step"])
         self.history, self.partial = ckpt["history"], ckpt["partial_epoch"]
+        self.log(f"resuming {self.last_path} at epoch {self.epoch + 1}, step {self.step}")
 
     def save(self, path=None):
         """Write ``path`` (default last.npz: also metrics.csv) atomically with everything a resumed run needs."""

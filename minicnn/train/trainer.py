@@ -274,8 +274,6 @@ class Trainer:
         if cfg.adversarial != "none":
             steps = f", {cfg.adv_steps} steps" if cfg.adversarial == "pgd" else ""
             self.log(f"adversarial training: {cfg.adversarial}, eps {cfg.adv_eps:.4g} (L-inf, [0, 1] pixels){steps}")
-        if self.job.resumed:
-            self.log(f"resumed from {self.job.last_path} at epoch {self.job.epoch + 1}, step {self.job.step}")
 
     # ---- one epoch ----------------------------------------------------------------
     def _adversarial_examples(self):
