@@ -69,8 +69,8 @@ from .errors import TrainingError
 from .functional.norm import set_batch_norm_sync
 from .speed import column_sums
 
-__all__ = ["Communicator", "AveragingOptimizer", "MPICommunicator", "NCCLCommunicator", "DistributedError", "WorkersDisagree",
-           "communicator", "launched_by_mpi", "launch_size", "LAUNCHER_VARIABLES", "STOP_REASONS"]
+__all__ = ["Communicator", "AveragingOptimizer", "MPICommunicator", "NCCLCommunicator", "DistributedError",
+           "WorkersDisagree", "communicator", "launched_by_mpi", "launch_size", "LAUNCHER_VARIABLES", "STOP_REASONS"]
 
 # Set by the MPI launchers in every process they start (MPICH/Hydra and Intel MPI: PMI_*; Open MPI:
 # OMPI_*; PMIx-based launchers such as srun --mpi=pmix: PMIX_RANK; MVAPICH: MV2_*).

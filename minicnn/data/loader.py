@@ -37,7 +37,10 @@ _DONE = object()   # end-of-epoch marker on the queue
 
 
 def shard_bounds(n, rank, ranks):
-    """Rows ``lo:hi`` of a batch of ``n`` that worker ``rank`` of ``ranks`` takes: contiguous, disjoint, sizes differ by <= 1."""
+    """Rows ``lo:hi`` of a batch of ``n`` that worker ``rank`` of ``ranks`` takes (data-parallel training).
+
+    Contiguous, disjoint, covering the batch; the sizes differ by at most one.
+    """
     return n * rank // ranks, n * (rank + 1) // ranks
 
 
