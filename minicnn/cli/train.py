@@ -36,6 +36,7 @@ examples:
   minicnn train --model resnet20 --device gpu --out runs/resnet20        # the paper's recipe, on a GPU
   minicnn train --model resnet20 --epochs 5 --max-minutes 30             # a capped CPU run
   minicnn train --adversarial pgd --adv-eps 8/255 --out runs/robust      # adversarial training
+  mpiexec -n 2 minicnn train --model simple_cnn --out runs/dp            # data-parallel, 2 workers (docs/17)
   minicnn train --l2 2.5e-4 --weight-decay 0 --max-norm 3 --out runs/l2   # regularisers (docs/11)
   minicnn train --init-from runs/simple_cnn/best.npz --freeze backbone --data ./pets --out runs/ft
                                                   # fine-tuning: a new head for pets' classes (docs/12)
