@@ -43,6 +43,7 @@ from ..models import dcgan_discriminator, dcgan_generator
 from ..nn import init
 from ..optim import Adam
 from .datasets import load_datasets
+from .reports import pyplot, save_figure
 from .run import Run, RunConfig, format_duration
 
 __all__ = ["GANConfig", "BCEWithLogits", "bce_with_logits", "discriminator_loss", "generator_loss", "gan_step", "interpolate",
@@ -202,33 +203,21 @@ def _mosaic(images, cols):
     return out
 
 
-def _save(fig, path):
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, path)
-
-
 def plot_samples(images, path, title):
     """A square-ish grid of generated images (N, C, H, W) in [0, 1], titled, saved as PNG."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     cols = int(math.ceil(math.sqrt(len(images))))
     fig, ax = plt.subplots(figsize=(6, 6.4))
     ax.imshow(_mosaic(images, cols), interpolation="nearest")
     ax.set_axis_off()
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_interpolation(rows, path, title):
     """Each row: the images of one interpolation (steps, C, H, W); z0 on the left, z1 on the right."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     steps = len(rows[0])
     fig, ax = plt.subplots(figsize=(1.0 * steps + 0.5, 1.0 * len(rows) + 0.8))
@@ -239,16 +228,12 @@ def plot_interpolation(rows, path, title):
     ax.set_yticks([])
     ax.set_xlabel("t in z = (1 - t) z0 + t z1")
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_losses(history, steps, path):
     """Per-step losses of D and G (thin) with per-epoch means (dots), and mean D(x) on real / fake images."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
     if steps:
@@ -268,9 +253,7 @@ def plot_losses(history, steps, path):
     for ax in (a1, a2):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # ------------------------------------------------------------------ training

@@ -45,6 +45,7 @@ from ..nn import init
 from ..optim import Adam
 from .datasets import load_datasets
 from .loop import fit
+from .reports import epoch_axis, pyplot, save_figure
 from .run import Run, RunConfig, format_duration
 
 __all__ = ["TASKS", "Image2ImageConfig", "grayscale", "corrupt", "input_channels", "psnr", "evaluate_image2image",
@@ -171,9 +172,7 @@ def _to_hwc(images):
 
 def plot_image_rows(rows, labels, path, title):
     """Rows of images (each a (N, C, H, W) array in [0, 1]) with a label per row, saved atomically as PNG."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = [_to_hwc(r) for r in rows]
     n = max(len(r) for r in rows)
@@ -189,35 +188,25 @@ def plot_image_rows(rows, labels, path, title):
                 ax.imshow(row[j], interpolation="nearest")
         axes[i, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _plot_curves(history, path, task):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     epochs = [h["epoch"] for h in history]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
-    a1.plot(epochs, [h["train_loss"] for h in history], marker=".", label="train")
-    a1.plot(epochs, [h["test_mse"] for h in history], marker=".", label="test")
-    a1.set(xlabel="epoch", ylabel="mean squared error", title=f"{task}: reconstruction error")
-    a2.plot(epochs, [h["test_psnr"] for h in history], marker=".", label="network output")
+    a1.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train")
+    a1.plot(epochs, [h["test_mse"] for h in history], marker="o", label="test")
+    a1.set(ylabel="mean squared error", title=f"{task}: reconstruction error",
+           ylim=(0, 1.15 * max([h["train_loss"] for h in history] + [h["test_mse"] for h in history], default=1)))
+    a2.plot(epochs, [h["test_psnr"] for h in history], marker="o", label="network output")
     if history and history[0].get("input_psnr") not in (None, ""):
         a2.plot(epochs, [h["input_psnr"] for h in history], ls="--", marker="x", label="corrupted input (baseline)")
-    a2.set(xlabel="epoch", ylabel="PSNR (dB)", title="test PSNR (higher is better)")
+    a2.set(ylabel="PSNR (dB)", title="test PSNR (higher is better)")
     for ax in (a1, a2):
-        ax.grid(alpha=0.3)
+        epoch_axis(ax, epochs)
         ax.legend()
-    fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # ------------------------------------------------------------------ training

@@ -8,7 +8,8 @@ import os
 
 import numpy as np
 
-__all__ = ["METRICS_FIELDS", "write_rows", "write_metrics", "format_report", "plot_curves", "curves_figure", "plot_confusion"]
+__all__ = ["METRICS_FIELDS", "write_rows", "write_metrics", "format_report", "plot_curves", "curves_figure", "plot_confusion",
+           "pyplot", "save_figure", "epoch_axis"]
 
 METRICS_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "epoch_time_s",
                   "images_per_s"]
@@ -48,20 +49,15 @@ def format_report(accuracy, confusion, classes):
 
 def plot_curves(history, path):
     """Loss and accuracy per epoch, training and validation, side by side (``curves_figure``), saved as PNG."""
-    import matplotlib.pyplot as plt
-
-    fig = curves_figure(history)
-    _atomic_savefig(fig, path)
-    plt.close(fig)
+    save_figure(curves_figure(history), path)
 
 
 def curves_figure(history):
     """The figure of ``plot_curves``, readable from the first epoch on: a dot at every epoch, the last
     values written beside them, whole-number epoch ticks, the loss from 0, the accuracy within 0-100%."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
+
+    plt = pyplot()
 
     epochs = [h["epoch"] for h in history]
     with_val = bool(history) and history[0].get("val_loss") not in (None, "")
@@ -77,9 +73,7 @@ def curves_figure(history):
             if values:
                 ax.annotate(fmt.format(values[-1]), (epochs[-1], values[-1]), xytext=(6, 0),
                             textcoords="offset points", va="center", fontsize=8, color=line.get_color())
-        ax.set_xlim(0.5, max(epochs, default=1) + 0.5 + 0.15 * max(epochs, default=1))   # room for the labels
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))     # epochs are whole numbers
-        ax.grid(alpha=0.3)
+        epoch_axis(ax, epochs, room=0.15)      # (room for the labels)
     every = [v for _, values in curves["loss"] for v in values]
     ax1.set_ylim(0, 1.15 * max(every, default=1.0))
     every = [v for _, values in curves["acc"] for v in values]
@@ -88,15 +82,12 @@ def curves_figure(history):
     ax2.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     ax1.legend()
     ax2.legend()
-    fig.tight_layout()
     return fig
 
 
 def plot_confusion(confusion, classes, path):
     """The test confusion matrix, counts in the cells, true classes down, predictions across."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 6))
     im = ax.imshow(confusion, cmap="Blues")
@@ -110,12 +101,33 @@ def plot_confusion(confusion, classes, path):
             ax.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=7,
                     color="white" if confusion[i, j] > thresh else "black")
     fig.colorbar(im, ax=ax, label="images")
+    save_figure(fig, path)
+
+
+def epoch_axis(ax, epochs, room=0.0):
+    """An x axis of epochs that reads well from the first epoch on: whole-number ticks, from 0.5 to the
+    last epoch + 0.5 (plus ``room`` times the epochs, for labels), a light grid."""
+    from matplotlib.ticker import MaxNLocator
+
+    last = max(epochs, default=1)
+    ax.set_xlim(0.5, last + 0.5 + room * last)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    ax.set_xlabel("epoch")
+    ax.grid(alpha=0.3)
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the Agg backend: figures are written to files, never shown."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def save_figure(fig, path):
+    """Lay ``fig`` out, write it to ``path`` as PNG atomically (a temporary name, then a rename), close it."""
     fig.tight_layout()
-    _atomic_savefig(fig, path)
-    plt.close(fig)
-
-
-def _atomic_savefig(fig, path):
     tmp = path + ".tmp.png"
     fig.savefig(tmp, dpi=100)
     os.replace(tmp, path)
+    pyplot().close(fig)

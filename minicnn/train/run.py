@@ -145,7 +145,7 @@ class Run:
         self.checkpoint = (read_for_resume(self.last_path, fmt, kind, cfg, run_defining, saved_defaults)
                            if cfg.resume else None)
         self.resumed = self.checkpoint is not None
-        self.epoch, self.step, self.history, self.partial = 0, 0, [], {}
+        self.epoch, self.step, self.history, self.partial = 0, 0, [], {"elapsed": 0.0}
         self.parts = {}
         self.stop_reason = None              # None, 'SIGINT', 'SIGTERM' or 'max-minutes'
         self.interrupted = False             # stopped by a signal (the caller returns None, the CLI 130)
@@ -225,7 +225,7 @@ class Run:
         loader.set_epoch(self.epoch, start_batch=self.step)
         bar = tqdm(total=n, initial=self.step, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}",
                    disable=not self.cfg.progress, leave=False, dynamic_ncols=True)
-        t0 = time.perf_counter() - self.partial["elapsed"]
+        t0 = time.perf_counter() - self.partial.setdefault("elapsed", 0.0)
         batches = iter(loader)
         try:
             for batch in batches:
