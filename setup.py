@@ -2,7 +2,9 @@
 
 ``pip install -e ".[dev]"`` installs everything the tests need;
 ``pip install ".[gpu]"`` adds CuPy (CUDA 12) for the GPU backend;
-``pip install ".[interop]"`` adds onnx, onnxruntime and safetensors (ONNX export, safetensors weights).
+``pip install ".[interop]"`` adds onnx, onnxruntime and safetensors (ONNX export, safetensors weights);
+``pip install ".[mpi]"`` adds mpi4py and the MPICH wheel for data-parallel training;
+``pip install ".[web]"`` adds Selenium for the browser tests of ``minicnn report`` / ``explore``.
 The raw CUDA sources in ``kernels/`` ship as package data
 (``minicnn/kernels/*.cu`` inside the wheel) so a non-editable install finds them.
 """
@@ -59,6 +61,7 @@ setup(
         "torch": ["torch"],
         "interop": ["onnx>=1.14", "onnxruntime>=1.16", "safetensors>=0.4"],
         "web": ["selenium>=4.10"],       # the browser tests of minicnn report / explore (with Debian's chromium)
+        "mpi": ["mpi4py>=4", "mpich>=4"],      # mpiexec -n K minicnn train: data-parallel (docs/17)
     },
     entry_points={"console_scripts": ["minicnn=minicnn.cli:main"]},
     cmdclass={"build_py": BuildPyWithKernels},

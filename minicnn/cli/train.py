@@ -36,6 +36,7 @@ examples:
   minicnn train --model resnet20 --device gpu --out runs/resnet20        # the paper's recipe, on a GPU
   minicnn train --model resnet20 --epochs 5 --max-minutes 30             # a capped CPU run
   minicnn train --adversarial pgd --adv-eps 8/255 --out runs/robust      # adversarial training
+  mpiexec -n 2 minicnn train --model simple_cnn --out runs/dp            # data-parallel, 2 workers (docs/17)
   minicnn train --l2 2.5e-4 --weight-decay 0 --max-norm 3 --out runs/l2   # regularisers (docs/11)
   minicnn train --init-from runs/simple_cnn/best.npz --freeze backbone --data ./pets --out runs/ft
                                                   # fine-tuning: a new head for pets' classes (docs/12)
@@ -169,6 +170,9 @@ def add_parser(sub):
     ft.add_argument("--freeze", action="append", default=None, metavar="PATTERN",
                     help="do not train the parameters whose names match this glob (repeatable; '*' matches "
                          "dots too; a module's name matches all its parameters; 'backbone' = all but the head)")
+    t.add_argument("--sync-bn", action="store_true",
+                   help="data-parallel runs (mpiexec -n K minicnn train ...): batchnorm uses the statistics of "
+                        "the whole global batch, as one process does, not each worker's shard (docs/17)")
     t.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     t.add_argument("--report", action="store_true", help="at the end, write OUT/report.html (see minicnn report)")
     t.set_defaults(func=cmd_train)
@@ -198,10 +202,23 @@ def cmd_train(args):
                       freeze=list(args.freeze or []))
     import functools
 
+    from ..distributed import communicator
     from ..interop import read_weights_file      # --init-from: a minicnn .npz or a .safetensors file
-    trainer = Trainer(cfg, read_init=functools.partial(read_weights_file, model_name=args.model))
-    if trainer.run() is not None:
-        if args.report:                    # the run's HTML page (minicnn report OUT)
+
+    read_init = functools.partial(read_weights_file, model_name=args.model)
+    comm = communicator(args.device, sync_bn=args.sync_bn)     # None unless started by mpiexec -n K, K > 1
+    if comm is None:
+        trainer = Trainer(cfg, read_init=read_init)
+        acc = trainer.run()
+    else:                                                       # one of K data-parallel workers
+        cfg.progress = cfg.progress and comm.is_writer
+        with comm.abort_on_error("train"):
+            from ..train.datasets import load_datasets
+            comm.writer_first(lambda: load_datasets(cfg.data, progress=False))   # decoded (and cached) once
+            trainer = Trainer(cfg, read_init=read_init, comm=comm)
+            acc = trainer.run()
+    if acc is not None:
+        if args.report and (comm is None or comm.is_writer):   # the run's HTML page (minicnn report OUT)
             from .report import write
             write(cfg.out)
         return 0

@@ -26,11 +26,11 @@ from .cifar import CIFAR10
 from .folder import ImageFolder, default_cache_dir
 from .transforms import (AlternatingFlip, BatchPosition, Compose, Normalize, RandomCrop, RandomHorizontalFlip,
                          RandomTranslate, ToFloat)
-from .loader import DataLoader
+from .loader import DataLoader, shard_bounds
 
 __all__ = [
     "ArrayDataset", "DatasetError", "Subset", "channel_stats", "gather", "random_split",
     "train_val_split", "CIFAR10", "ImageFolder", "default_cache_dir",
     "Compose", "Normalize", "RandomCrop", "RandomTranslate", "RandomHorizontalFlip", "AlternatingFlip",
-    "BatchPosition", "ToFloat", "DataLoader",
+    "BatchPosition", "ToFloat", "DataLoader", "shard_bounds",
 ]

@@ -31,9 +31,17 @@ from ..backend import to_device
 from .dataset import gather
 from .transforms import BatchPosition, ToFloat
 
-__all__ = ["DataLoader"]
+__all__ = ["DataLoader", "shard_bounds"]
 
 _DONE = object()   # end-of-epoch marker on the queue
+
+
+def shard_bounds(n, rank, ranks):
+    """Rows ``lo:hi`` of a batch of ``n`` that worker ``rank`` of ``ranks`` takes (data-parallel training).
+
+    Contiguous, disjoint, covering the batch; the sizes differ by at most one.
+    """
+    return n * rank // ranks, n * (rank + 1) // ranks
 
 
 class _WorkerError:
@@ -90,6 +98,9 @@ class DataLoader:
         self.epoch = 0
         self.start_batch = 0
         self._to_float = ToFloat()
+        # Data-parallel training (minicnn.distributed) sets (rank, ranks): this process then takes
+        # its part, shard_bounds(len(batch), rank, ranks), of every batch of the same global order.
+        self.shard = None
 
     def __len__(self):
         """Number of batches per epoch."""
@@ -119,13 +130,18 @@ class DataLoader:
                 for k, i in enumerate(range(0, stop, self.batch_size))]
 
     def _make_batch(self, indices, rng, epoch):
-        images, labels = gather(self.dataset, indices)
+        mine = slice(*shard_bounds(len(indices), *self.shard)) if self.shard else slice(None)
+        images, labels = gather(self.dataset, indices[mine])
+        if self.shard and self.transform is not None:   # augment as the whole batch would be (the same draws)
+            images = np.concatenate([np.zeros((mine.start,) + images.shape[1:], images.dtype), images,
+                                     np.zeros((len(indices) - mine.stop,) + images.shape[1:], images.dtype)])
         images = to_device(np.ascontiguousarray(images), self.device)
         labels = to_device(np.asarray(labels, dtype=np.int64), self.device)
         if getattr(self.transform, "uses_position", False):
             images = self.transform(images, rng, BatchPosition(indices, epoch))
         elif self.transform is not None:
             images = self.transform(images, rng)
+        images = images[mine]
         if images.dtype.kind in "iub":
             images = self._to_float(images.astype("uint8", copy=False))
         elif images.dtype != np.float32:

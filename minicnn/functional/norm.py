@@ -7,7 +7,23 @@ from ..speed import affine_rows, column_dot_centred, column_mean_var, column_sum
 from .windows import channels_last, from_channels_last
 from .implementations import replacement
 
-__all__ = ["batch_norm"]
+__all__ = ["batch_norm", "set_batch_norm_sync"]
+
+_sync = None    # set_batch_norm_sync: data-parallel workers share their batch statistics (minicnn.distributed)
+
+
+def set_batch_norm_sync(sync):
+    """Make training-mode batch statistics those of the whole global batch across data-parallel workers.
+
+    ``sync`` (``minicnn.distributed``'s communicator, or None to switch it
+    off) has ``mean_var(X) -> (mean, var, M_all)`` and
+    ``gradient_sums(dbeta, dgamma, M) -> (dbeta_all, dgamma_all, M_all)``:
+    the forward's statistics and the backward's two sums over every
+    worker's rows (see ``BatchNorm``). Returns the previous setting.
+    """
+    global _sync
+    previous, _sync = _sync, sync
+    return previous
 
 
 class BatchNorm(Function):
@@ -65,8 +81,12 @@ class BatchNorm(Function):
         X = channels_last(x).reshape(-1, x.shape[1])       # (M, C)
         M = X.shape[0]
         self.batch_stats = training or running_mean is None
-        if self.batch_stats:
+        self.sync = _sync if training else None
+        if self.sync is not None:                           # --sync-bn: over the M rows of every worker
+            mean, var, M = self.sync.mean_var(X)
+        elif self.batch_stats:
             mean, var = column_mean_var(X)                  # sum(X) / M,  sum((X - mean)**2) / M
+        if self.batch_stats:
             if training and running_mean is not None:
                 running_mean *= 1.0 - momentum
                 running_mean += momentum * mean
@@ -89,12 +109,15 @@ class BatchNorm(Function):
         dbeta = column_sums(G)                               # sum(g)
         dgamma = column_dot_centred(G, X, mean) * inv_std    # sum(g * x_hat) = sum(g * (X - mean)) * inv_std
         dx = None
+        dbeta_all, dgamma_all = dbeta, dgamma
+        if self.sync is not None:                            # the sums over every worker's rows
+            dbeta_all, dgamma_all, M = self.sync.gradient_sums(dbeta, dgamma, M)
         if self.needs_input_grad[0] and self.batch_stats:
             # dx = gamma*inv_std * (g - dbeta/M - x_hat * dgamma/M), x_hat = (X - mean) * inv_std:
             #    = g * a + X * b + c,  a = gamma*inv_std,  b = -a * inv_std * dgamma/M,  c = -a * dbeta/M - b * mean
             a = gamma * inv_std
-            b = -a * inv_std * dgamma / M
-            dx = affine_rows(G, a, X, b, -a * dbeta / M - b * mean)
+            b = -a * inv_std * dgamma_all / M
+            dx = affine_rows(G, a, X, b, -a * dbeta_all / M - b * mean)
         elif self.needs_input_grad[0]:
             dx = affine_rows(G, gamma * inv_std)             # dx = gamma * inv_std * g
         if dx is not None:

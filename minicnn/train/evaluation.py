@@ -55,12 +55,14 @@ def tta_logits(model, images, mode="flip"):
     return Tensor(total / len(views))
 
 
-def evaluate(model, loader, num_classes, progress=False, tta="none"):
+def evaluate(model, loader, num_classes, progress=False, tta="none", reduce=None):
     """Mean loss, accuracy and the confusion matrix (rows: true class, columns: predicted).
 
     Runs ``model`` in eval mode without recording a graph (the model is left
     in eval mode). ``tta`` averages the logits over flipped / shifted views
-    (see ``tta_views``).
+    (see ``tta_views``). ``reduce``: data-parallel evaluation
+    (``minicnn.distributed``), each worker on its shard of every batch:
+    ``reduce(loss_sum, confusion)`` returns both summed over the workers.
     """
     from tqdm import tqdm
 
@@ -76,6 +78,9 @@ def evaluate(model, loader, num_classes, progress=False, tta="none"):
             pred = to_device(logits.data.argmax(axis=1), "cpu")
             np.add.at(confusion, (to_device(labels.data, "cpu"), pred), 1)
             n += len(pred)
+    if reduce is not None:
+        total_loss, confusion = reduce(total_loss, confusion)
+        n = int(confusion.sum())
     accuracy = float(np.trace(confusion)) / max(n, 1)
     return total_loss / max(n, 1), accuracy, confusion
 

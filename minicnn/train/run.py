@@ -145,11 +145,14 @@ class Run:
         self.checkpoint = (read_for_resume(self.last_path, fmt, kind, cfg, run_defining, saved_defaults)
                            if cfg.resume else None)
         self.resumed = self.checkpoint is not None
-        self.epoch, self.step, self.history, self.partial = 0, 0, [], {}
+        self.epoch, self.step, self.history, self.partial = 0, 0, [], {"elapsed": 0.0}
         self.parts = {}
         self.stop_reason = None              # None, 'SIGINT', 'SIGTERM' or 'max-minutes'
         self.interrupted = False             # stopped by a signal (the caller returns None, the CLI 130)
         self._created, self._previous = None, {}
+        # Data-parallel training (minicnn.distributed): only the writer (rank 0) writes files, and
+        # ``agree(stop_reason)`` returns the workers' common decision, so that all stop at the same step.
+        self.writer, self.agree = True, None
 
     # ---- what a checkpoint holds ------------------------------------------------------
     def track(self, **parts):
@@ -172,6 +175,8 @@ class Run:
 
     def save(self, path=None):
         """Write ``path`` (default last.npz: also metrics.csv) atomically with everything a resumed run needs."""
+        if not self.writer:
+            return
         self.make_folder()
         parts = {name: part() if callable(part) and not hasattr(part, "state_dict") else part
                  for name, part in self.parts.items()}
@@ -202,6 +207,7 @@ class Run:
                 self.partial = {"elapsed": 0.0}
             yield self.epoch
             self._check_deadline()
+            self._agree()
             if self.stop_reason is not None and (self.epoch < self.cfg.epochs or self.stop_reason != "max-minutes"):
                 raise Stop
 
@@ -219,7 +225,7 @@ class Run:
         loader.set_epoch(self.epoch, start_batch=self.step)
         bar = tqdm(total=n, initial=self.step, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}",
                    disable=not self.cfg.progress, leave=False, dynamic_ncols=True)
-        t0 = time.perf_counter() - self.partial["elapsed"]
+        t0 = time.perf_counter() - self.partial.setdefault("elapsed", 0.0)
         batches = iter(loader)
         try:
             for batch in batches:
@@ -230,6 +236,7 @@ class Run:
                 if show is not None and (self.step % 10 == 0 or self.step == n):
                     bar.set_postfix(show(self.partial))
                 self._after_step(n)
+                self._agree()
                 if self.stop_reason is not None and self.step < n:
                     raise Stop
         finally:
@@ -255,6 +262,10 @@ class Run:
         if save:
             self.save()
 
+    def _agree(self):
+        if self.agree is not None:          # data-parallel: every worker stops at the same step
+            self.stop_reason = self.agree(self.stop_reason)
+
     # ---- time ---------------------------------------------------------------------------
     def _after_step(self, steps_per_epoch):
         """The time estimate after the first steps (the first, warm-up, step is not timed); the --max-minutes cap."""
@@ -277,6 +288,8 @@ class Run:
     # ---- the folder and the stop --------------------------------------------------------
     def make_folder(self):
         """Create ``--out`` (and missing parents); remember what was created, to remove it if nothing is written."""
+        if not self.writer:
+            return
         if self._created is None:
             self._created = []
             path = os.path.abspath(self.out)

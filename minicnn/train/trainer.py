@@ -94,11 +94,13 @@ class Trainer:
     ``Sequential(normalize=nn.Normalize(mean, std), net=model)`` on [0, 1] pixels.
     """
 
-    def __init__(self, cfg, log=print, read_init=load_checkpoint):
+    def __init__(self, cfg, log=print, read_init=load_checkpoint, comm=None):
         # read_init: how --init-from's file is read (the CLI's also reads .safetensors: minicnn.interop)
         apply_process_settings()         # allocator and BLAS threads for a long job (never at import)
         self.cfg = cfg = complete_config(_model_from_checkpoints(cfg, read_init))
-        self.log = log
+        # comm: this process is one of several data-parallel workers (minicnn.distributed); rank 0 alone prints
+        self.comm = comm
+        self.log = log = log if comm is None or comm.is_writer else (lambda *args, **kwargs: None)
         # Everything that can be refused cheaply is refused before the data is decoded:
         # --out, an existing run, --resume's checkpoint and settings, --init-from, attacks.
         hint = ("for a run of minutes on the CPU, use --model simple_cnn"
@@ -118,6 +120,8 @@ class Trainer:
                        model=self.model, optimizer=self.optimizer, scheduler=self.scheduler, ema=self.ema,
                        norm_mean=self.norm[0], norm_std=self.norm[1], best_acc=lambda: self.best_acc)
         self.best_acc = float(self.job.checkpoint["best_acc"]) if self.job.resumed else -1.0
+        if comm is not None:             # same data everywhere, shards of every batch, one writer
+            comm.attach(self)
         self._log_setup(desc)
 
     history = property(lambda self: self.job.history, doc="one metrics row per epoch done")
@@ -314,20 +318,24 @@ class Trainer:
                     f"the loss became {loss_value} at epoch {job.epoch + 1}, step {job.step + 1}; "
                     f"training stopped and {job.kept_checkpoint()}. "
                     f"Try a lower learning rate (now --lr {cfg.lr}).")
-            job.add(loss_sum=loss_value * labels.shape[0], seen=labels.shape[0],
-                    correct=int((logits.data.argmax(axis=1) == labels.data).sum()))
+            sums = dict(loss_sum=loss_value * labels.shape[0], seen=labels.shape[0],
+                        correct=int((logits.data.argmax(axis=1) == labels.data).sum()))
+            job.add(**(sums if self.comm is None else self.comm.sum_values(sums)))   # (data-parallel: all workers')
 
         def show(p):
             return dict(loss=f"{p['loss_sum'] / p['seen']:.3f}", acc=f"{100 * p['correct'] / p['seen']:.1f}%",
                         img_s=f"{p['seen'] / max(p['elapsed'], 1e-9):.0f}")
 
         batches = self._batches(show)
+        optimizer, fed = self.optimizer, batches
+        if self.comm is not None:       # data-parallel: the optimizer's step first averages the gradients (docs/17)
+            optimizer, fed = self.comm.averaging(self.optimizer, batches)
         try:
             # A diverging run overflows before the loss check sees it: that check,
             # not a stream of NumPy warnings, is how it gets reported.
             with np.errstate(over="ignore", invalid="ignore"):
-                fit(self.fit_model, batches, self.optimizer, self.loss_fn, epochs=1,
-                    scheduler=self.scheduler, on_step=after_step)
+                fit(self.fit_model, fed, optimizer, self.loss_fn, epochs=1, scheduler=self.scheduler,
+                    on_step=after_step)
         finally:
             batches.close()
         part = job.partial
@@ -360,6 +368,8 @@ class Trainer:
             for epoch in job.epochs():
                 lr = job.partial.setdefault("lr", float(self.optimizer.param_groups[0]["lr"]))   # at the epoch's start
                 train_loss, train_acc, rate, elapsed = self.train_epoch()
+                if self.comm is not None:                # every worker: rank 0's batchnorm statistics
+                    self.comm.broadcast_state(self.model)
                 row = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
                        "val_loss": "", "val_acc": "", "epoch_time_s": round(elapsed, 2),
                        "images_per_s": round(rate, 1)}
@@ -368,7 +378,8 @@ class Trainer:
                 score = train_acc
                 if self.val_loader is not None:
                     with self._evaluated_weights():      # (test-time augmentation is for the test only)
-                        val_loss, val_acc, _ = evaluate(self.model, self.val_loader, len(self.classes))
+                        val_loss, val_acc, _ = evaluate(self.model, self.val_loader, len(self.classes),
+                                                        reduce=self.comm and self.comm.reduce_evaluation)
                     row.update(val_loss=val_loss, val_acc=val_acc)
                     line += f"  val loss {val_loss:.4f} acc {100 * val_acc:5.2f}%"
                     score = val_acc
@@ -381,7 +392,8 @@ class Trainer:
                     with self._evaluated_weights():
                         job.save(job.best_path)
                 job.save()                                   # last.npz and metrics.csv
-                plot_curves(job.history, os.path.join(cfg.out, "curves.png"))
+                if job.writer:
+                    plot_curves(job.history, os.path.join(cfg.out, "curves.png"))
         if job.interrupted:
             return None
         if job.stop_reason == "max-minutes":
@@ -404,9 +416,11 @@ class Trainer:
         views = f" with test-time augmentation ({self.cfg.tta})" if self.cfg.tta != "none" else ""
         self.log(f"testing on {len(self.test_set):,} images{views}")
         with self._evaluated_weights():
-            test_loss, test_acc, confusion = evaluate(self.model, self.test_loader, len(self.classes),
-                                                      tta=self.cfg.tta)
+            test_loss, test_acc, confusion = evaluate(self.model, self.test_loader, len(self.classes), tta=self.cfg.tta,
+                                                      reduce=self.comm and self.comm.reduce_evaluation)
         self.log(format_report(test_acc, confusion, self.classes))
+        if not self.job.writer:
+            return test_acc
         plot_confusion(confusion, self.classes, os.path.join(self.cfg.out, "confusion.png"))
         with open(os.path.join(self.cfg.out, "test.json"), "w") as f:
             json.dump({"test_accuracy": test_acc, "test_loss": test_loss, "epochs_done": self.job.epoch,
