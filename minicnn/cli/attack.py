@@ -4,7 +4,7 @@ import json
 import os
 import re
 
-from .common import CLIError, HelpFormatter, check_device, integer, output_folder, number, positive_int
+from .common import CLIError, HelpFormatter, integer, number, output_folder, positive_int, prepare_run
 
 METHODS = ("fgsm", "pgd", "deepfool", "one-pixel", "universal", "fooling", "minimal")
 
@@ -189,7 +189,7 @@ def run(args):
     from ..attacks._common import eps_text
     from ..backend import get_array_module
 
-    check_device(args.device)
+    prepare_run(args)              # process settings (allocator, BLAS threads) and the --device check
     output_folder(args.out)
     _check_eps(args)
     model, x, y, pick = _load(args)

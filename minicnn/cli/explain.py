@@ -2,7 +2,7 @@
 import json
 import os
 
-from .common import CLIError, HelpFormatter, check_device, output_folder, integer, positive_int
+from .common import CLIError, HelpFormatter, integer, output_folder, positive_int, prepare_run
 
 DESCRIPTION = """\
 Explain a trained model's predictions (a checkpoint written by minicnn train).
@@ -193,11 +193,8 @@ def run(args):
     from ..explain import plot
     from ..explain.report import METHODS
 
-    from ..speed import apply_process_settings
-
-    check_device(args.device)
+    prepare_run(args)              # process settings (allocator, BLAS threads) and the --device check
     output_folder(args.out)
-    apply_process_settings()       # allocator and BLAS threads, as minicnn train (never at import minicnn)
     try:
         model = load_model(args.checkpoint, device=args.device)
         ckpt = load_checkpoint(args.checkpoint)

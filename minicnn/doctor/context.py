@@ -20,8 +20,9 @@ import numpy as np
 
 from .. import functional as F
 from .. import nn
+from ..analysis import model_device_dtype
 from ..autograd import Tensor, no_grad
-from ..backend import default_dtype, to_device
+from ..backend import to_device
 
 __all__ = ["Settings", "Context"]
 
@@ -71,13 +72,6 @@ def _to_numpy(v):
     return np.asarray(to_device(data, "cpu")) if hasattr(data, "shape") else np.asarray(data)
 
 
-def _model_dtype_device(model):
-    for t in list(model.parameters()) + list(model.buffers()):
-        if t.dtype.kind == "f":
-            return t.dtype, t.device
-    return np.dtype(default_dtype()), "cpu"
-
-
 class Context:
     """The model, the data read from the loader, and the recipe, as the checks see them."""
 
@@ -91,7 +85,7 @@ class Context:
         self.train_loader, self.test_loader = train_loader, test_loader
         self.out = out
         self.augment = augment
-        self.dtype, self.device = _model_dtype_device(model)
+        self.device, self.dtype = model_device_dtype(model)
         self.loss_fn = loss_fn or F.cross_entropy
         if optimizer_factory is None:
             chosen = 0.01 if lr is None else lr
