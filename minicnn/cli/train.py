@@ -195,28 +195,25 @@ def add_parser(sub):
 
 
 def cmd_train(args):
-    from ..train import TrainConfig, Trainer
-    from ..train.config import recipe_model
-
-    cfg = prepare_run(args, TrainConfig, out=args.out or f"runs/{args.model or recipe_model(args.recipe)}",
-                      freeze=list(args.freeze or []))
+    import contextlib
     import functools
 
     from ..distributed import communicator
     from ..interop import read_weights_file      # --init-from: a minicnn .npz or a .safetensors file
+    from ..train import TrainConfig, Trainer
+    from ..train.config import recipe_model
+    from ..train.datasets import load_datasets
 
+    cfg = prepare_run(args, TrainConfig, out=args.out or f"runs/{args.model or recipe_model(args.recipe)}",
+                      freeze=list(args.freeze or []))
     read_init = functools.partial(read_weights_file, model_name=args.model)
     comm = communicator(args.device, sync_bn=args.sync_bn)     # None unless started by mpiexec -n K, K > 1
-    if comm is None:
-        trainer = Trainer(cfg, read_init=read_init)
-        acc = trainer.run()
-    else:                                                       # one of K data-parallel workers
-        cfg.progress = cfg.progress and comm.is_writer
-        with comm.abort_on_error("train"):
-            from ..train.datasets import load_datasets
+    with contextlib.nullcontext() if comm is None else comm.abort_on_error("train"):
+        if comm is not None:                                    # one of K data-parallel workers
+            cfg.progress = cfg.progress and comm.is_writer
             comm.writer_first(lambda: load_datasets(cfg.data, progress=False))   # decoded (and cached) once
-            trainer = Trainer(cfg, read_init=read_init, comm=comm)
-            acc = trainer.run()
+        trainer = Trainer(cfg, read_init=read_init, comm=comm)
+        acc = trainer.run()
     if acc is not None:
         if args.report and (comm is None or comm.is_writer):   # the run's HTML page (minicnn report OUT)
             from .report import write
