@@ -11,8 +11,9 @@ looked into by ``minicnn.explain``, broken by ``minicnn.attacks``, turned
 into images by ``minicnn.synthesize`` and debugged by ``minicnn.doctor``;
 ``minicnn.summary(model)`` counts what each layer costs.
 
-Importing minicnn changes nothing in the process; long jobs call
-``minicnn.speed.apply_process_settings()`` (``minicnn train`` does).
+Importing minicnn changes nothing in the process, and a training loop of
+your own runs as fast as ``minicnn train`` with nothing to call first
+(``minicnn.speed`` says how).
 """
 from ._version import __version__
 from .backend import get_array_module, is_gpu_available, default_dtype, set_default_dtype

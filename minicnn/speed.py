@@ -13,6 +13,7 @@ helper                                returns the same as
 ``parallel_chunks(n, work)``          ``work(0, n)`` (work writes rows [lo, hi) only)
 ``parallel_copy(dst, src)``           ``np.copyto(dst, src)`` (one shape), returns dst
 ``row_blocks(M, row_bytes, work)``    ``[work(0, M)]``, block by block
+``single_threaded_blas()``            a block where OpenBLAS runs one thread (as before after it)
 ``matmul(a, b)``                      ``a @ b``
 ``matmul_t(a, b)``                    ``a.T @ b`` (``a.swapaxes(-1, -2) @ b``)
 ``column_sums(a)``                    ``a.sum(axis=0)``
@@ -22,25 +23,44 @@ helper                                returns the same as
 ``assign_increasing(a, k, mask)``     ``a[mask] = k`` (when a >= 0, and a <= k where mask)
 ====================================  ===========================================
 
-One trick needs the window machinery of ``functional`` and so lives next
-to its op, with the same kind of contract and test:
-``functional.conv.col2im_of_product`` returns ``col2im(a @ b)``.
+Three tricks need the window machinery of ``functional`` and so live next
+to their op, with the same kind of contract and test:
+``functional.conv.im2col_product(x, b)`` returns ``im2col(x) @ b``,
+``functional.conv.im2col_t_product(x, g)`` returns ``im2col(x).T @ g`` and
+``functional.conv.col2im_of_product(a, b)`` returns ``col2im(a @ b)``.
+
+Threads, by default
+-------------------
+A CPU product in minicnn (:func:`matmul`, :func:`matmul_t`,
+:func:`column_sums`) runs OpenBLAS single-threaded for its own duration
+(:class:`single_threaded_blas`, restored afterwards) and splits its rows
+over minicnn's own pool of threads (:func:`parallel_chunks`) instead: one
+pool of threads per process, which waits by sleeping, never by spinning.
+On a quiet machine the product still uses every core; between products the
+same pool runs the copies and elementwise passes; and when two jobs share
+the cores they take turns instead of fighting (OpenBLAS's own threads spin
+while they wait for each other, which made two jobs on 2 cores 16x slower
+instead of 2x, and a plain loop half as fast as ``minicnn train``).
+``MINICNN_BLAS_THREADS=n`` (n > 1) leaves OpenBLAS at its own threads
+instead (then :func:`matmul` is a plain ``a @ b``). None of this changes
+the process outside minicnn's own calls, so ``import minicnn`` and a loop
+written by hand get the same speed as ``minicnn train``.
+
+The allocator: a step allocates and frees the same large activations
+every step, and glibc hands freed memory back to the OS and faults fresh
+pages in again (15% of a step). So minicnn's first CPU product (not the
+import) asks glibc once to keep freed memory for reuse, see
+:func:`keep_freed_memory` (``MINICNN_MALLOC_TUNING=0`` turns it off).
 
 Process settings
 ----------------
-Two settings change the whole process, so ``import minicnn`` does NOT apply
-them (a notebook that imports minicnn keeps its process as it was). The
-entry points that run long jobs (``minicnn train``, the ``Trainer``, the
-benchmarks) call :func:`apply_process_settings`:
+The entry points that run long jobs (``minicnn train``, the ``Trainer``,
+the benchmarks) call :func:`apply_process_settings`, which applies both
+for the whole process from the start:
 
 - glibc keeps freed memory for reuse (``mallopt``), see :func:`keep_freed_memory`;
-- OpenBLAS runs single-threaded, and minicnn's own thread pool
-  (:func:`parallel_chunks`) splits the big matrix products instead
-  (:func:`matmul`). One pool of threads per process, which waits by sleeping,
-  never by spinning: on a quiet machine the product still uses every core;
-  when two jobs share the cores they take turns instead of fighting
-  (OpenBLAS's own threads spin while they wait for each other, which made
-  two jobs on 2 cores 16x slower instead of 2x).
+- OpenBLAS runs single-threaded for every call of the process, not only
+  minicnn's (a training job makes few others).
 
 This module imports only the standard library and NumPy: it sits beside
 ``backend`` at the top of the layer order.
@@ -51,7 +71,7 @@ import sys
 import threading
 
 __all__ = [
-    "apply_process_settings", "keep_freed_memory", "blas_threads", "set_blas_threads",
+    "apply_process_settings", "keep_freed_memory", "blas_threads", "set_blas_threads", "single_threaded_blas",
     "cpu_threads", "parallel_chunks", "parallel_copy", "row_blocks", "BLOCK_BYTES", "matmul", "matmul_t", "column_sums",
     "column_mean_var", "column_dot_centred", "affine_rows", "assign_increasing",
 ]
@@ -71,10 +91,11 @@ def apply_process_settings():
 
     1. asks glibc to keep freed memory for reuse (:func:`keep_freed_memory`);
        ``MINICNN_MALLOC_TUNING=0`` turns this off;
-    2. makes OpenBLAS single-threaded (:func:`set_blas_threads`), so minicnn's
-       thread pool is the only one in the process and :func:`matmul` splits
-       big products over it; ``MINICNN_BLAS_THREADS=n`` keeps OpenBLAS at
-       ``n`` threads instead (then :func:`matmul` is a plain ``a @ b``);
+    2. makes OpenBLAS single-threaded for the whole process
+       (:func:`set_blas_threads`), as minicnn's own products already run it
+       (:class:`single_threaded_blas`), so no stray BLAS call of the job
+       wakes OpenBLAS's spinning threads; ``MINICNN_BLAS_THREADS=n`` keeps
+       OpenBLAS at ``n`` threads instead;
     3. sets ``OPENBLAS_THREAD_TIMEOUT=4`` (unless set) for the child
        processes the job starts: OpenBLAS reads it when it loads, so idle
        OpenBLAS threads of a child sleep at once instead of spinning for
@@ -98,9 +119,10 @@ def keep_freed_memory():
     """Ask glibc to keep freed memory for reuse instead of handing it back to the OS.
 
     What it saves: by default glibc serves every allocation above a few MiB
-    with its own ``mmap`` and returns it with ``munmap`` on free. A training
-    step allocates and frees the same large activations (im2col buffers of
-    ~75 MB at batch 128) every step, so each one comes back as fresh pages,
+    with its own ``mmap`` and returns it with ``munmap`` on free, and trims
+    the top of its heap when a step frees its activations. A training
+    step allocates and frees the same large activations (tens of MB at
+    batch 128) every step, so each one comes back as fresh pages,
     and touching fresh pages page-faults: filling a new 75 MB array took
     16 ms against 4 ms for reused memory, 15-20% of a whole step.
 
@@ -110,7 +132,8 @@ def keep_freed_memory():
     The price is that the process keeps its peak heap until it exits, which
     is what a training run does anyway.
 
-    Called by :func:`apply_process_settings`; ``MINICNN_MALLOC_TUNING=0``
+    Called by :func:`apply_process_settings` and, once, by minicnn's first
+    CPU product (:class:`single_threaded_blas`); ``MINICNN_MALLOC_TUNING=0``
     turns it off. A no-op where the C library is not glibc. Returns True if applied.
     """
     import ctypes
@@ -176,6 +199,62 @@ def set_blas_threads(n):
         return False
     fns[0](int(n))
     return True
+
+
+@functools.lru_cache(maxsize=None)
+def _minicnn_splits_products():
+    """Whether minicnn's own pool splits CPU products (the default), not OpenBLAS (``MINICNN_BLAS_THREADS=n``, n > 1; read once)."""
+    return os.environ.get("MINICNN_BLAS_THREADS", "1").strip() in ("", "1")
+
+
+class single_threaded_blas:
+    """``with single_threaded_blas():`` runs OpenBLAS single-threaded inside the block and as before after it.
+
+    Why: minicnn splits its products over its own pool (:func:`matmul`), so
+    OpenBLAS's threads must stay asleep during them; outside minicnn's calls
+    the process keeps whatever thread count it had (``import minicnn``
+    changes nothing). Setting the count is one C call (about 1 us). Nested
+    and concurrent blocks are counted: the first to enter sets one thread,
+    the last to leave puts the old count back. A no-op without OpenBLAS or
+    when ``MINICNN_BLAS_THREADS=n`` (n > 1) asks for OpenBLAS's own threads.
+
+    The first block of the process (minicnn's first CPU product, so heavy
+    CPU work has begun) also calls :func:`keep_freed_memory` once: that is
+    the other half of a fast step (15% of it), and it must not wait for an
+    entry point, or a loop written by hand would be slower than ``minicnn
+    train``. ``MINICNN_MALLOC_TUNING=0`` turns it off.
+    """
+    _lock = threading.Lock()
+    _depth = 0
+    _saved = None
+    _memory_kept = False
+
+    def __enter__(self):
+        cls = single_threaded_blas
+        if not cls._memory_kept:      # minicnn's first CPU product: heavy CPU work has started
+            cls._memory_kept = True
+            keep_freed_memory()
+        if not _minicnn_splits_products():
+            return self
+        with cls._lock:
+            if cls._depth == 0:
+                now = blas_threads()
+                cls._saved = now if now is not None and now > 1 else None
+                if cls._saved is not None:
+                    set_blas_threads(1)
+            cls._depth += 1
+        return self
+
+    def __exit__(self, *exc):
+        cls = single_threaded_blas
+        if not _minicnn_splits_products():
+            return False
+        with cls._lock:
+            cls._depth = max(0, cls._depth - 1)
+            if cls._depth == 0 and cls._saved is not None:
+                set_blas_threads(cls._saved)
+                cls._saved = None
+        return False
 
 
 # --------------------------------------------------------------------------
@@ -283,9 +362,9 @@ MATMUL_SPLIT_FLOPS = 4_000_000
 
 
 def _split_ok(a, b, flops):
-    """Whether a product is worth splitting over minicnn's pool (CPU, big, BLAS single-threaded, not nested)."""
+    """Whether a product is worth splitting over minicnn's pool (CPU, big, minicnn's pool in charge, not nested)."""
     import numpy as np
-    return (_applied is not None and _applied["blas_threads"] == 1
+    return (_minicnn_splits_products()
             and type(a) is np.ndarray and type(b) is np.ndarray
             and cpu_threads() > 1 and a.shape[-2] >= 2 * cpu_threads()
             and flops >= MATMUL_SPLIT_FLOPS and not _in_pool_thread())
@@ -294,18 +373,21 @@ def _split_ok(a, b, flops):
 def matmul(a, b):
     """Returns the same as ``a @ b`` (2-D, or stacks of matrices with the rows on axis -2).
 
-    Why: after :func:`apply_process_settings` OpenBLAS is single-threaded,
-    so a big CPU product is split here by rows of ``a`` over minicnn's pool
-    (each thread one single-threaded OpenBLAS call on its rows). Otherwise,
-    on the GPU, or for a small product, it is exactly ``a @ b``.
+    Why: on the CPU a big product is split by rows of ``a`` over minicnn's
+    pool, each thread one single-threaded OpenBLAS call on its rows
+    (:class:`single_threaded_blas`, see "Threads, by default" above). On
+    the GPU, or for a small product, it is exactly ``a @ b``.
     """
     import numpy as np
-    M = a.shape[-2]
-    if not _split_ok(a, b, M * a.shape[-1] * b.shape[-1]):
+    if type(a) is not np.ndarray or type(b) is not np.ndarray:
         return a @ b
-    out = np.empty(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (M, b.shape[-1]),
-                   dtype=np.result_type(a, b))
-    parallel_chunks(M, lambda lo, hi: np.matmul(a[..., lo:hi, :], b, out=out[..., lo:hi, :]))
+    M = a.shape[-2]
+    with single_threaded_blas():
+        if not _split_ok(a, b, M * a.shape[-1] * b.shape[-1]):
+            return a @ b
+        out = np.empty(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (M, b.shape[-1]),
+                       dtype=np.result_type(a, b))
+        parallel_chunks(M, lambda lo, hi: np.matmul(a[..., lo:hi, :], b, out=out[..., lo:hi, :]))
     return out
 
 
@@ -314,9 +396,9 @@ def matmul_t(a, b):
 
     Why: the weight gradient of a convolution is such a product with M in
     the hundreds of thousands. It is computed as ``(b.T @ a).T``, the
-    orientation OpenBLAS runs 20-30% faster for this long reduction; after
-    :func:`apply_process_settings` the M rows are also split over
-    minicnn's pool, each thread multiplying its rows, and the partial
+    orientation OpenBLAS runs 20-30% faster for this long reduction; on the
+    CPU the M rows are also split over minicnn's pool, each thread
+    multiplying its rows (single-threaded OpenBLAS), and the partial
     products are added.
     """
     import numpy as np
@@ -324,16 +406,19 @@ def matmul_t(a, b):
 
     def product(lo, hi):
         return (b[..., lo:hi, :].swapaxes(-1, -2) @ a[..., lo:hi, :]).swapaxes(-1, -2)
-    if not _split_ok(a, b, M * a.shape[-1] * b.shape[-1]):
+    if type(a) is not np.ndarray or type(b) is not np.ndarray:
         return product(0, M)
-    k = cpu_threads()
-    bounds = [M * i // k for i in range(k + 1)]
-    parts = [None] * k
+    with single_threaded_blas():
+        if not _split_ok(a, b, M * a.shape[-1] * b.shape[-1]):
+            return product(0, M)
+        k = cpu_threads()
+        bounds = [M * i // k for i in range(k + 1)]
+        parts = [None] * k
 
-    def work(lo, hi):        # chunks lo..hi-1 of the k chunks of rows
-        for i in range(lo, hi):
-            parts[i] = product(bounds[i], bounds[i + 1])
-    parallel_chunks(k, work)
+        def work(lo, hi):        # chunks lo..hi-1 of the k chunks of rows
+            for i in range(lo, hi):
+                parts[i] = product(bounds[i], bounds[i + 1])
+        parallel_chunks(k, work)
     return functools.reduce(np.add, parts)
 
 
@@ -341,8 +426,8 @@ def column_sums(a):
     """Returns the same as ``a.sum(axis=0)`` for a 2-D array ``a``.
 
     Why: ``ones @ a`` runs in BLAS, while NumPy's ``a.sum(axis=0)`` walks the
-    rows one by one (about 10x slower for (131072, 16)); after
-    :func:`apply_process_settings` the rows are also split over the pool.
+    rows one by one (about 10x slower for (131072, 16)); on the CPU the
+    rows are also split over the pool (single-threaded OpenBLAS).
     On the GPU it is ``a.sum(axis=0)``.
     """
     import numpy as np
@@ -352,16 +437,17 @@ def column_sums(a):
 
     def partial(lo, hi):
         return np.ones(hi - lo, dtype=a.dtype) @ a[lo:hi]
-    if not _split_ok(a, a, M * a.shape[1] * 8):
-        return partial(0, M)
-    k = cpu_threads()
-    bounds = [M * i // k for i in range(k + 1)]
-    parts = [None] * k
+    with single_threaded_blas():
+        if not _split_ok(a, a, M * a.shape[1] * 8):
+            return partial(0, M)
+        k = cpu_threads()
+        bounds = [M * i // k for i in range(k + 1)]
+        parts = [None] * k
 
-    def work(lo, hi):
-        for i in range(lo, hi):
-            parts[i] = partial(bounds[i], bounds[i + 1])
-    parallel_chunks(k, work)
+        def work(lo, hi):
+            for i in range(lo, hi):
+                parts[i] = partial(bounds[i], bounds[i + 1])
+        parallel_chunks(k, work)
     return functools.reduce(np.add, parts)
 
 

@@ -294,3 +294,78 @@ def test_parallel_copy_is_np_copyto(shape, threads, transposed):
     np.testing.assert_array_equal(dst, want)
     with pytest.raises(ValueError, match="parallel_copy: dst has shape"):
         speed.parallel_copy(np.empty((2, 3)), np.empty((3, 2)))
+
+
+def test_single_threaded_blas_holds_one_thread_inside_and_restores_after():
+    code = ("import threading\n"
+            "import minicnn.speed as s\n"
+            "before = s.blas_threads()\n"
+            "if before is not None:\n"
+            "    s.set_blas_threads(2); before = 2\n"
+            "inside = []\n"
+            "with s.single_threaded_blas():\n"
+            "    inside.append(s.blas_threads())\n"
+            "    with s.single_threaded_blas():\n"
+            "        inside.append(s.blas_threads())\n"
+            "    inside.append(s.blas_threads())\n"
+            "    t = threading.Thread(target=lambda: s.single_threaded_blas().__enter__().__exit__())\n"
+            "    t.start(); t.join()\n"
+            "    inside.append(s.blas_threads())\n"
+            "print(before is None or (inside == [1, 1, 1, 1] and s.blas_threads() == before))")
+    assert run_python(code) == "True"
+
+
+def test_single_threaded_blas_leaves_openblas_alone_when_the_environment_asks_for_its_threads():
+    code = ("import minicnn.speed as s\n"
+            "before = s.blas_threads()\n"
+            "with s.single_threaded_blas():\n"
+            "    inside = s.blas_threads()\n"
+            "print(inside == before)")
+    assert run_python(code, MINICNN_BLAS_THREADS="2") == "True"
+
+
+def test_a_plain_process_splits_products_over_minicnns_pool_and_keeps_its_blas_threads():
+    # Fast by default: no apply_process_settings(), yet a big product runs on minicnn's pool with
+    # OpenBLAS single-threaded during it, and the process's own BLAS thread count is back afterwards.
+    code = ("import numpy as np\n"
+            "import minicnn, minicnn.functional as F\n"
+            "from minicnn import speed as s\n"
+            "s.cpu_threads.cache_clear()\n"
+            "s.cpu_threads = lambda: 2\n"
+            "before = s.blas_threads()\n"
+            "seen = []\n"
+            "real = np.matmul\n"
+            "def spy(*a, **k):\n"
+            "    seen.append(s.blas_threads()); return real(*a, **k)\n"
+            "np.matmul = spy\n"
+            "x = minicnn.tensor(np.ones((8, 16, 16, 16), np.float32), requires_grad=True)\n"
+            "w = minicnn.tensor(np.ones((16, 16, 3, 3), np.float32), requires_grad=True)\n"
+            "F.conv2d(x, w, padding=1).sum().backward()\n"
+            "a = np.ones((4096, 256), np.float32)\n"
+            "s.matmul(a, a.T[:, :64].copy())\n"
+            "np.matmul = real\n"
+            "print(s._POOL is not None, s._applied, s.blas_threads() == before,\n"
+            "      before is None or set(seen) == {1})")
+    assert run_python(code) == "True None True True"
+
+
+def test_the_first_cpu_product_keeps_freed_memory_once(monkeypatch):
+    # The allocator half of a fast step must not wait for an entry point: minicnn's first CPU product
+    # calls keep_freed_memory() (once per process); importing minicnn does not (see the subprocess test above).
+    calls = []
+    monkeypatch.setattr(speed.single_threaded_blas, "_memory_kept", False)
+    monkeypatch.setattr(speed, "keep_freed_memory", lambda: calls.append(1) or True)
+    a = np.ones((64, 32))
+    speed.matmul(a, a.T)
+    speed.matmul_t(a, a)
+    speed.column_sums(a)
+    assert calls == [1]
+
+
+def test_a_plain_process_keeps_freed_memory_only_after_its_first_product():
+    code = ("import numpy as np, minicnn\n"
+            "from minicnn import speed as s\n"
+            "before = s.single_threaded_blas._memory_kept\n"
+            "s.matmul(np.ones((4, 4)), np.ones((4, 4)))\n"
+            "print(before, s.single_threaded_blas._memory_kept)")
+    assert run_python(code) == "False True"
