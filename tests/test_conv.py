@@ -354,3 +354,45 @@ def test_conv_transpose2d_errors():
         F.conv_transpose2d(np.zeros((1, 3, 1, 1)), np.zeros((3, 2, 1, 1)), padding=1)
     with pytest.raises(ValueError, match=r"stride must be positive"):
         F.conv_transpose2d(x, w, stride=0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(cfg=conv_configs(), n=st.integers(1, 5), block_bytes=st.sampled_from([1, 200, 10**9]),
+       threads=st.sampled_from([1, 2]))
+def test_im2col_product_and_its_transpose_return_their_formulas(cfg, n, block_bytes, threads):
+    # The contracts of conv2d's two forward-side speed helpers, on any number of image blocks
+    # (block_bytes=1: one image per block) and cores:
+    #   im2col_product(x, b)   == merge_groups(split_groups(im2col(x), G, taps) @ b)
+    #   im2col_t_product(x, g) == split_groups(im2col(x), G, taps).swapaxes(1, 2) @ g
+    from unittest import mock
+
+    from minicnn import speed
+    from minicnn.functional.conv import im2col_product, im2col_t_product, merge_groups, split_groups
+    cfg = dict(cfg, n=n)
+    x, w, _ = conv_arrays(cfg, np.random.default_rng(7))
+    kw = dict(kernel_size=w.shape[2:], stride=cfg["stride"], padding=cfg["padding"], dilation=cfg["dilation"])
+    taps, G = w.shape[2] * w.shape[3], cfg["groups"]
+    cols = split_groups(F.im2col(x, **kw), G, taps)                     # (G, M, K/G)
+    rng = np.random.default_rng(8)
+    b = rng.standard_normal((G, cols.shape[2], 3))
+    g = rng.standard_normal((G, cols.shape[1], 2))
+    with mock.patch.object(speed, "BLOCK_BYTES", block_bytes), mock.patch.object(speed, "cpu_threads", lambda: threads), \
+            mock.patch.object(speed, "MATMUL_SPLIT_FLOPS", 0):
+        Y = im2col_product(x, b, **kw)
+        dWT = im2col_t_product(x, g, **kw)
+    np.testing.assert_allclose(Y, merge_groups(cols @ b), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dWT, cols.swapaxes(1, 2) @ g, rtol=1e-12, atol=1e-12)
+    assert Y.dtype == dWT.dtype == np.float64
+
+
+def test_conv2d_keeps_its_input_not_the_unfolded_cols():
+    # The forward pass keeps x for dW2 (im2col_t_product unfolds it again, block by block), never the (M, K) cols.
+    from minicnn.functional.conv import Conv2d
+    x = np.random.default_rng(0).standard_normal((4, 8, 16, 16)).astype(np.float32)
+    w = np.random.default_rng(1).standard_normal((8, 8, 3, 3)).astype(np.float32)
+    fn = Conv2d()
+    fn.needs_input_grad = (True, True, False)
+    fn.forward(x, w, None, padding=(1, 1))
+    kept = [v for v in vars(fn).values() if isinstance(v, np.ndarray)]
+    assert any(v is x for v in kept)
+    assert sum(v.nbytes for v in kept) < 2 * x.nbytes        # cols would be 9x x
