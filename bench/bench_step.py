@@ -1,19 +1,30 @@
 """End-to-end training-step benchmark: minicnn vs PyTorch on the same data and threads.
 
-    python bench/bench_step.py                      # simple_cnn and resnet20, CPU, batch 128
+    python bench/bench_step.py                      # simple_cnn, fast_cnn, resnet20, vgg_small; CPU, batch 128
     python bench/bench_step.py --models resnet20 --steps 20
+    python bench/bench_step.py --modes plain        # only the loop of a process that just imports minicnn
     python bench/bench_step.py --device gpu         # minicnn on CuPy vs torch on CUDA
 
 One step = forward, cross-entropy loss, backward, SGD with momentum (and
 weight decay), float32, batch 128, on the same random batch for both
-frameworks, their steps taken in turn. Printed: the median step time of
-each, the ratio minicnn / PyTorch (below 1 minicnn is faster; minicnn aims to
-stay within 1.5x of PyTorch on a CPU and 3x on a GPU) with the spread of step-by-step ratios, a per-op breakdown
-of minicnn's step (im2col, GEMM, col2im, pooling, batchnorm, elementwise,
-...), and the peak memory of a step (resident-set high-water mark of a fresh
-process, above its state before the first step).
+frameworks, each framework in a fresh process of its own (as a user runs
+it), the two processes taking their steps in turn. Two modes for minicnn:
+
+- ``train``: as ``minicnn train`` runs, after ``speed.apply_process_settings()``;
+- ``plain``: a loop written by hand in a process that only does ``import minicnn``.
+
+Printed per model: the median step time of each framework in each mode, the
+ratio minicnn / PyTorch (below 1 minicnn is faster) with the spread of
+step-by-step ratios; the GEMM work of a step and the fraction of the
+measured sgemm peak each framework achieves on it; a per-op breakdown of
+minicnn's step (im2col, GEMM, col2im, pooling, batchnorm, elementwise, ...);
+a per-convolution table (its three GEMMs alone, the whole minicnn layer
+and PyTorch's, each as GFLOP/s and % of the peak); and the peak memory of a
+step (resident-set high-water mark of a fresh process, above its state
+before the first step).
 """
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -28,12 +39,13 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 
 # ---------------------------------------------------------------------- minicnn
-def minicnn_setup(model_name, batch, device, seed=0):
+def minicnn_setup(model_name, batch, device, seed=0, settings=True):
     import minicnn
     from minicnn import models, optim
     from minicnn.speed import apply_process_settings
 
-    apply_process_settings()     # what every training entry point does (idempotent): see minicnn/speed.py
+    if settings:
+        apply_process_settings()     # what every training entry point does (idempotent): see minicnn/speed.py
 
     minicnn.nn.init.manual_seed(seed)
     model = models.get_model(model_name).to(device)
@@ -60,10 +72,16 @@ def torch_model(name):
     import torch.nn as tnn
     import torch.nn.functional as TF
 
+    def cbr(ci, co):
+        return [tnn.Conv2d(ci, co, 3, padding=1, bias=False), tnn.BatchNorm2d(co), tnn.ReLU()]
+
     if name == "simple_cnn":
-        def block(ci, co):
-            return [tnn.Conv2d(ci, co, 3, padding=1, bias=False), tnn.BatchNorm2d(co), tnn.ReLU(), tnn.MaxPool2d(2)]
-        return tnn.Sequential(*block(3, 32), *block(32, 64), *block(64, 128), tnn.Flatten(), tnn.Linear(2048, 10))
+        return tnn.Sequential(*cbr(3, 32), tnn.MaxPool2d(2), *cbr(32, 64), tnn.MaxPool2d(2), *cbr(64, 128),
+                              tnn.MaxPool2d(2), tnn.Flatten(), tnn.Linear(2048, 10))
+    if name == "vgg_small":
+        return tnn.Sequential(*cbr(3, 64), *cbr(64, 64), tnn.MaxPool2d(2), *cbr(64, 128), *cbr(128, 128),
+                              tnn.MaxPool2d(2), *cbr(128, 256), *cbr(256, 256), tnn.MaxPool2d(2), tnn.Flatten(),
+                              tnn.Dropout(0.5), tnn.Linear(4096, 10))
 
     class Block(tnn.Module):
         def __init__(self, ci, co, stride):
@@ -134,26 +152,6 @@ def torch_step(model, opt, x, y):
 
 
 # ---------------------------------------------------------------------- timing
-def time_steps(runners, model_name, batch, device, warmup, steps):
-    """Step times of each (setup, step) pair in ``runners``, their steps taken in turn.
-
-    Alternating the frameworks step by step means a slow spell of a shared
-    machine lands on both of them, so their ratio is steadier than two runs
-    one after the other would give. Returns one list of times per runner.
-    """
-    states = [setup(model_name, batch, device) for setup, _ in runners]
-    for _ in range(warmup):
-        for (_, step), state in zip(runners, states):
-            step(*state)
-    times = [[] for _ in runners]
-    for _ in range(steps):
-        for i, ((_, step), state) in enumerate(zip(runners, states)):
-            t0 = time.perf_counter()
-            step(*state)
-            times[i].append(time.perf_counter() - t0)
-    return times
-
-
 def breakdown(model_name, batch, device, steps=3):
     """minicnn's step time by category, from the op profiler (median-free: summed over ``steps``)."""
     import minicnn.functional as F
@@ -218,43 +216,266 @@ def peak_memory(framework, model_name, batch, device):
     return base, peak
 
 
+def run_mode(mode, model_name, args):
+    """Step times [minicnn, PyTorch or None] of one model in one mode, each framework in a fresh process.
+
+    ``mode`` is "train" (after ``apply_process_settings()``, as ``minicnn train``)
+    or "plain" (a process that only imports minicnn, as a loop written by hand).
+    The two processes take their steps in turn, each waiting (asleep, on a
+    pipe) while the other steps, so a slow spell of a shared machine lands on
+    both and neither framework's threads or allocator settings touch the other.
+    """
+    def start(role):
+        cmd = [sys.executable, os.path.abspath(__file__), "--child", role, "--models", model_name,
+               "--batch", str(args.batch), "--device", args.device, "--threads", str(args.threads)]
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+                                env=os.environ.copy())
+        if proc.stdout.readline().strip() != "ready":
+            proc.kill()
+            raise SystemExit(f"bench_step: the {role} process for {model_name} did not start (its error is above)")
+        return proc
+
+    def step(proc):
+        proc.stdin.write("step\n")
+        return float(proc.stdout.readline())
+    procs = [start(mode)] + ([start("torch")] if have_module("torch") else [])
+    try:
+        for _ in range(args.warmup):
+            for proc in procs:
+                step(proc)
+        times = [[] for _ in procs]
+        for _ in range(args.steps):
+            for i, proc in enumerate(procs):
+                times[i].append(step(proc))
+    finally:
+        for proc in procs:
+            proc.stdin.close()
+            proc.wait()
+    return times + [None] * (2 - len(times))
+
+
+def child(args):
+    """The body of one of ``run_mode``'s processes: set up, say "ready", then time one step per "step" line."""
+    if args.child == "torch":
+        torch_threads(args.threads)
+        setup, step = torch_setup, torch_step
+    else:
+        setup = functools.partial(minicnn_setup, settings=args.child == "train")
+        step = minicnn_step
+    state = setup(args.models, args.batch, args.device)
+    print("ready", flush=True)
+    for line in sys.stdin:
+        if line.strip() != "step":
+            break
+        t0 = time.perf_counter()
+        step(*state)
+        print(time.perf_counter() - t0, flush=True)
+
+
+def have_module(name):
+    import importlib.util
+    return importlib.util.find_spec(name) is not None
+
+
+def torch_threads(threads):
+    """Give PyTorch ``threads`` threads; False when PyTorch is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    torch.set_num_threads(threads)
+    return True
+
+
+def ratio_line(label, times):
+    ours, theirs = times
+    m_ours = statistics.median(ours)
+    line = f"  {label:<34} minicnn {1000 * m_ours:7.1f} ms/step"
+    if theirs:
+        m_theirs = statistics.median(theirs)
+        pair = sorted(a / b for a, b in zip(ours, theirs))          # step i of each, taken back to back
+        q1, q3 = pair[len(pair) // 4], pair[(3 * len(pair)) // 4]
+        line += (f", PyTorch {1000 * m_theirs:7.1f} ms/step, ratio {m_ours / m_theirs:.2f}"
+                 f" (neighbouring steps: quartiles {q1:.2f}-{q3:.2f})")
+    return line, m_ours, (statistics.median(theirs) if theirs else None)
+
+
+# ---------------------------------------------------------------------- GEMM efficiency
+def sgemm_peak(n=2048, repeats=5):
+    """The best float32 GFLOP/s this process reaches on one big square product (either way minicnn could run it)."""
+    from minicnn import speed
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
+    best = float("inf")
+    for product in (speed.matmul, np.matmul):          # minicnn's pool of single-threaded calls; OpenBLAS's threads
+        product(a, b)
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            product(a, b)
+            best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best / 1e9
+
+
+def conv_geometries(model_name, batch):
+    """The distinct convolutions of one forward pass: [(x shape, weight shape, settings, count, needs dx, needs dW)]."""
+    import minicnn
+    from minicnn import models
+    from minicnn.functional import conv as conv_mod
+
+    seen, order = {}, []
+    original = conv_mod.Conv2d.forward
+
+    def spy(fn, x, weight, bias, **settings):
+        key = (tuple(x.shape), tuple(weight.shape), settings["stride"], settings["padding"],
+               settings["dilation"], settings["groups"])
+        if key not in seen:
+            seen[key] = [0, bool(fn.needs_input_grad[0]), bool(fn.needs_input_grad[1])]
+            order.append(key)
+        seen[key][0] += 1
+        return original(fn, x, weight, bias, **settings)
+    minicnn.nn.init.manual_seed(0)
+    model = models.get_model(model_name)
+    model.train()
+    conv_mod.Conv2d.forward = spy
+    try:
+        model(minicnn.tensor(np.zeros((batch, 3, 32, 32), np.float32)))
+    finally:
+        conv_mod.Conv2d.forward = original
+    return [(k[0], k[1], dict(stride=k[2], padding=k[3], dilation=k[4], groups=k[5]), *seen[k]) for k in order]
+
+
+def gemm_sizes(x_shape, w_shape, settings):
+    """(M, K, P) of a convolution's forward GEMM, (M, K) @ (K, P), per group times groups."""
+    from minicnn.reference import output_size
+    N, C = x_shape[:2]
+    Co, Cg, KH, KW = w_shape
+    OH, OW = (output_size(x_shape[2 + i], (KH, KW)[i], settings["stride"][i], settings["padding"][i],
+                          settings["dilation"][i]) for i in range(2))
+    return N * OH * OW, KH * KW * Cg, Co
+
+
+def step_gemm_flops(model_name, batch):
+    """Multiply-add work of one training step's GEMMs, in FLOPs (2 per multiply-add): each conv's
+    forward, dx (where needed) and dW, and the linear layers (forward, dx, dW)."""
+    from minicnn import models
+    flops = 0
+    for x_shape, w_shape, settings, count, needs_dx, needs_dw in conv_geometries(model_name, batch):
+        M, K, P = gemm_sizes(x_shape, w_shape, settings)
+        flops += count * 2 * M * K * P * (1 + needs_dx + needs_dw)
+    for p in models.get_model(model_name).parameters():
+        if p.data.ndim == 2 and p.requires_grad:                           # a linear layer's weight (out, in)
+            flops += 3 * 2 * batch * p.data.shape[0] * p.data.shape[1]
+    return flops
+
+
+def best_time(f, repeats=5):
+    f()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        f()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def conv_table(model_name, batch, peak, have_torch):
+    """One row per distinct convolution: its GEMMs alone, minicnn's layer (forward + backward) and PyTorch's."""
+    from minicnn import speed
+    from minicnn.functional.conv import Conv2d
+    rng = np.random.default_rng(0)
+    rows = ["  conv (x -> weight)                  count   GEMMs alone        minicnn layer      PyTorch layer",
+            "                                              GFLOP/s  % peak    GFLOP/s  % peak    GFLOP/s  % peak"]
+    for x_shape, w_shape, settings, count, needs_dx, needs_dw in conv_geometries(model_name, batch):
+        M, K, P = gemm_sizes(x_shape, w_shape, settings)
+        flops = 2 * M * K * P * (1 + needs_dx + needs_dw)
+        G = settings["groups"]
+        cols = rng.standard_normal((G, M, K), dtype=np.float32)
+        W2T = rng.standard_normal((G, K, P // G), dtype=np.float32)
+        gy = rng.standard_normal((G, M, P // G), dtype=np.float32)
+
+        def gemms():
+            speed.matmul(cols, W2T)                                   # forward: cols @ W2.T
+            if needs_dx:
+                speed.matmul(gy, W2T.transpose(0, 2, 1))              # dcols = G_y @ W2
+            if needs_dw:
+                speed.matmul_t(gy, cols)                              # dW2 = G_y.T @ cols
+        x = rng.standard_normal(x_shape, dtype=np.float32)
+        w = rng.standard_normal(w_shape, dtype=np.float32)
+
+        def layer():
+            fn = Conv2d()
+            fn.needs_input_grad = (needs_dx, needs_dw, False)
+            y = fn.forward(x, w, None, **settings)
+            fn.backward(np.ones_like(y))
+        cells = [flops / best_time(gemms) / 1e9, flops / best_time(layer) / 1e9]
+        if have_torch:
+            import torch
+            X = torch.tensor(x).contiguous(memory_format=torch.channels_last).requires_grad_(needs_dx)
+            W = torch.tensor(w, requires_grad=needs_dw)
+
+            def torch_layer():
+                Y = torch.nn.functional.conv2d(X, W, **settings)
+                Y.backward(torch.ones_like(Y))
+            cells.append(flops / best_time(torch_layer) / 1e9)
+        label = f"{tuple(x_shape[1:])} -> {tuple(w_shape)}" + ("" if settings["stride"] == (1, 1) else " /2")
+        rows.append(f"  {label:<36}{count:5d}   " + "".join(f"{c:7.1f}  {100 * c / peak:5.1f}%   " for c in cells))
+    return "\n".join(rows)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default="simple_cnn,resnet20")
+    ap.add_argument("--models", default="simple_cnn,fast_cnn,resnet20,vgg_small")
+    ap.add_argument("--modes", default="train,plain", help="train, plain or both (comma-separated)")
     ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--steps", type=int, default=15)
+    ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--no-breakdown", action="store_true", help="skip the per-op breakdown and the conv table")
+    ap.add_argument("--child", choices=["train", "plain", "torch"], help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child:
+        return child(args)
 
-    try:
-        import torch
-        torch.set_num_threads(args.threads)
-        have_torch = True
-    except ImportError:
-        have_torch = False
+    from minicnn.speed import apply_process_settings
+    apply_process_settings()
+    have_torch = torch_threads(args.threads)
+    modes = [m for m in args.modes.split(",") if m]
+    bad = [m for m in modes if m not in ("train", "plain")]
+    if bad:
+        raise SystemExit(f"bench_step: --modes takes train and/or plain, got {', '.join(bad)}")
+    peak = sgemm_peak() if args.device == "cpu" else None
     print(f"device {args.device}, batch {args.batch}, float32, {args.threads} threads, "
-          f"median of {args.steps} steps after {args.warmup} warm-up"
+          f"median of {args.steps} steps after {args.warmup} warm-up, each model and mode in a fresh process"
+          + (f"; measured sgemm peak {peak:.1f} GFLOP/s" if peak else "")
           + ("" if have_torch else "; PyTorch not installed: no baseline"))
+    labels = {"train": "train (apply_process_settings):", "plain": "plain `import minicnn`:"}
     for name in args.models.split(","):
-        runners = [(minicnn_setup, minicnn_step)] + ([(torch_setup, torch_step)] if have_torch else [])
-        times = time_steps(runners, name, args.batch, args.device, args.warmup, args.steps)
-        m_ours = statistics.median(times[0])
-        line = f"\n== {name}: minicnn {1000 * m_ours:.1f} ms/step"
-        if have_torch:
-            m_theirs = statistics.median(times[1])
-            pair = sorted(a / b for a, b in zip(*times))          # step i of each, taken back to back
-            q1, q3 = pair[len(pair) // 4], pair[(3 * len(pair)) // 4]
-            line += (f", PyTorch {1000 * m_theirs:.1f} ms/step, ratio minicnn/PyTorch = {m_ours / m_theirs:.2f}"
-                     f" (ratio of neighbouring steps: quartiles {q1:.2f}-{q3:.2f})")
-        print(line)
-        wall, cats, table = breakdown(name, args.batch, args.device)
-        print(f"minicnn step breakdown (profiled step {1000 * wall:.1f} ms):")
-        for k, v in cats.items():
-            print(f"  {k:<40}{1000 * v:8.1f} ms  {100 * v / wall:5.1f}%")
-        print("top ops:\n  " + table.replace("\n", "\n  "))
+        print(f"\n== {name}")
+        medians = {}
+        for mode in modes:
+            line, m_ours, m_theirs = ratio_line(labels[mode], run_mode(mode, name, args))
+            medians[mode] = (m_ours, m_theirs)
+            print(line)
+        if peak and modes:
+            flops = step_gemm_flops(name, args.batch)
+            m_ours, m_theirs = medians[modes[0]]
+            line = (f"  GEMM work {flops / 1e9:.2f} GFLOP per step; achieved on it ({modes[0]}): "
+                    f"minicnn {flops / m_ours / 1e9:.1f} GFLOP/s = {100 * flops / m_ours / 1e9 / peak:.0f}% of peak")
+            if m_theirs:
+                line += f", PyTorch {flops / m_theirs / 1e9:.1f} GFLOP/s = {100 * flops / m_theirs / 1e9 / peak:.0f}%"
+            print(line)
+        if not args.no_breakdown:
+            wall, cats, table = breakdown(name, args.batch, args.device)
+            print(f"minicnn step breakdown (profiled step {1000 * wall:.1f} ms; times inside the pool's threads "
+                  f"are summed over the threads):")
+            for k, v in cats.items():
+                print(f"  {k:<40}{1000 * v:8.1f} ms  {100 * v / wall:5.1f}%")
+            print("top ops:\n  " + table.replace("\n", "\n  "))
+            if peak:
+                print("convolutions, forward + backward (GFLOP/s of their GEMM work):")
+                print(conv_table(name, args.batch, peak, have_torch))
         if not args.no_memory and args.device == "cpu":
             mem_ours = peak_memory("minicnn", name, args.batch, args.device)
             msg = "peak memory of a step (RSS high-water above the state before it): "
