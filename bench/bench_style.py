@@ -76,11 +76,11 @@ def run_minicnn_steps(model, content, style, steps, device, weights):
     from minicnn.backend import to_device
     from minicnn.optim import Adam
     from minicnn.synthesize import gram_matrix, layer_features, objectives as obj
-    from minicnn.synthesize.core import frozen
+    from minicnn.analysis import analysis_mode
 
     content, style = to_device(content, device), to_device(style, device)
     times = []
-    with frozen(model):
+    with analysis_mode(model):
         with no_grad():
             p = layer_features(model, Tensor(content), [CONTENT_LAYER])[CONTENT_LAYER].detach()
             feats = layer_features(model, Tensor(style), STYLE_LAYERS)

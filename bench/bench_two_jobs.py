@@ -18,11 +18,12 @@ Settings (each is a real way to run minicnn):
 
 - ``minicnn``: what the training entry points do, ``apply_process_settings()``
   (OpenBLAS single-threaded; minicnn's own pool splits the products);
-- ``blas-threads``: OpenBLAS keeps its own threads next to minicnn's pool
-  (``MINICNN_BLAS_THREADS=<cores>``, ``OPENBLAS_THREAD_TIMEOUT=4``), i.e. the
-  behaviour before apply_process_settings existed;
+- ``blas-threads``: OpenBLAS keeps its own threads and runs minicnn's
+  products with them (``MINICNN_BLAS_THREADS=<cores>``,
+  ``OPENBLAS_THREAD_TIMEOUT=4``);
 - ``blas-default``: as a notebook gets it (``import minicnn`` only: OpenBLAS
-  with its default threads and spin time).
+  keeps its default threads outside minicnn's calls; minicnn's own
+  products still run it single-threaded on minicnn's pool).
 
 The figures to report (docs/performance.md) are the slowdowns of
 ``minicnn`` (should be about 2x) next to the other two.

@@ -38,6 +38,7 @@ import numpy as np
 
 from ..autograd import Function
 from ..backend import get_array_module, raw
+from .. import speed
 from ..speed import column_sums, matmul, matmul_t, parallel_copy, row_blocks, single_threaded_blas
 from ..utils import pair
 from .implementations import replacement
@@ -307,6 +308,25 @@ def _image_blocks(n_images, bytes_per_image, work):
         return row_blocks(n_images, bytes_per_image, work)
 
 
+def _blocks_pay(n_images, bytes_per_image):
+    """Whether blocks of images pay on the CPU: the batch makes at least two blocks per core.
+
+    With fewer blocks (one image for style transfer or a saliency map) the
+    cores would sit idle, so the helpers use their whole-batch formula,
+    whose products ``speed.matmul`` splits by rows over the cores instead.
+    """
+    per_block = max(1, speed.BLOCK_BYTES // max(1, bytes_per_image))
+    return -(-n_images // per_block) >= 2 * speed.cpu_threads()
+
+
+def _unfold_in_blocks(x, kernel, stride, padding, dilation):
+    """Whether ``im2col_product`` and ``im2col_t_product`` go by blocks: a CPU array, im2col not free, blocks pay."""
+    if get_array_module(x) is not np or (kernel == (1, 1) and stride == (1, 1) and padding == (0, 0)):
+        return False         # the GPU runs the whole formula; a 1x1 stride-1 im2col is x itself, nothing to copy
+    return _blocks_pay(x.shape[0], _cols_bytes_per_image(x.shape, x.dtype.itemsize, kernel, stride, padding,
+                                                         dilation))
+
+
 def _cols_bytes_per_image(x_shape, itemsize, kernel, stride, padding, dilation):
     """Bytes of one image's rows of im2col(x): OH*OW * KH*KW*C."""
     OH, OW = output_hw("im2col", x_shape, kernel, stride, padding, dilation)
@@ -317,8 +337,9 @@ def im2col_product(x, b, kernel_size, stride=(1, 1), padding=(0, 0), dilation=(1
     """Returns the same as ``merge_groups(split_groups(im2col(x, ...), G, KH*KW) @ b)``; for one group ``im2col(x) @ b[0]``.
 
     x (N, C, H, W); b (G, KH*KW*C/G, P) per group (W2.T in ``Conv2d``);
-    the result is (N*OH*OW, G*P). On the GPU, or when im2col is free (a
-    1x1 stride-1 kernel), it is that formula. On the CPU the (M, K) cols
+    the result is (N*OH*OW, G*P). On the GPU, when im2col is free (a 1x1
+    stride-1 kernel) or for a small batch (``_blocks_pay``), it is that
+    formula. Otherwise, on the CPU, the (M, K) cols
     is never stored whole: each core takes a few images at a time
     (about ``speed.BLOCK_BYTES`` = 1 MiB of cols), unfolds them with
     ``im2col`` and multiplies the block while it is still in the cache,
@@ -330,7 +351,7 @@ def im2col_product(x, b, kernel_size, stride=(1, 1), padding=(0, 0), dilation=(1
 
     def product(xs):
         return merge_groups(matmul(split_groups(im2col(xs, kernel, stride, padding, dilation), G, taps), b))
-    if get_array_module(x) is not np or (taps == 1 and stride == (1, 1) and padding == (0, 0)):
+    if not _unfold_in_blocks(x, kernel, tuple(stride), tuple(padding), dilation):
         return product(x)
     N = x.shape[0]
     OH, OW = output_hw("im2col", x.shape, kernel, stride, padding, dilation)
@@ -348,8 +369,8 @@ def im2col_t_product(x, g, kernel_size, stride=(1, 1), padding=(0, 0), dilation=
 
     x (N, C, H, W); g (G, N*OH*OW, P) per group (G_y in ``Conv2d``); the
     result is (G, KH*KW*C/G, P), the transposed weight gradient. On the GPU,
-    or when im2col is free, it is that formula (``speed.matmul_t``). On the
-    CPU it unfolds a few images at a time as ``im2col_product`` does, so the
+    when im2col is free or for a small batch, it is that formula
+    (``speed.matmul_t``). Otherwise, on the CPU, it unfolds a few images at a time as ``im2col_product`` does, so the
     forward pass need not keep cols: each core adds up its images'
     products ``cols_block.T @ g_block`` and the cores' sums are added.
     """
@@ -358,7 +379,7 @@ def im2col_t_product(x, g, kernel_size, stride=(1, 1), padding=(0, 0), dilation=
 
     def product(xs, gs):
         return matmul_t(split_groups(im2col(xs, kernel, stride, padding, dilation), G, taps), gs)
-    if get_array_module(x) is not np or (taps == 1 and stride == (1, 1) and padding == (0, 0)):
+    if not _unfold_in_blocks(x, kernel, tuple(stride), tuple(padding), dilation):
         return product(x, g)
     OH, OW = output_hw("im2col", x.shape, kernel, stride, padding, dilation)
     rows = OH * OW
@@ -377,9 +398,9 @@ def col2im_of_product(a, b, x_shape, kernel_size, stride=(1, 1), padding=(0, 0),
     tap (kh, kw)'s block of dcols is a @ (tap (kh, kw)'s columns of b), so
     each block is computed just before it is added: the (M, K) dcols never
     exists and every add moves whole runs of C_in floats instead of strided
-    ones. It does so for a few images at a time, each core its own images
-    (dx of an image depends only on its own rows of a), so all of that
-    stays in the cache (together about 4x faster than col2im(a @ b)).
+    ones. For a batch large enough (``_blocks_pay``) it does so for a few
+    images at a time, each core its own images (dx of an image depends only
+    on its own rows of a), so all of that stays in the cache.
     """
     kernel, taps = tuple(kernel_size), kernel_size[0] * kernel_size[1]
     if get_array_module(a) is not np:
@@ -395,7 +416,11 @@ def col2im_of_product(a, b, x_shape, kernel_size, stride=(1, 1), padding=(0, 0),
         dx_block[...] = 0
         a_block = a[:, lo * rows:hi * rows]
         for k in range(taps):
-            dcols_k = merge_groups(a_block @ b_taps[k]).reshape(hi - lo, OH, OW, C_in)   # block k of dcols
+            dcols_k = merge_groups(matmul(a_block, b_taps[k])).reshape(hi - lo, OH, OW, C_in)   # block k of dcols
             add_tap(dx_block, dcols_k, divmod(k, kernel[1]), stride, padding, dilation)
-    _image_blocks(N, rows * C_in * dx.dtype.itemsize, images)      # a block's dcols_k: about 1 MiB
+    bytes_per_image = rows * C_in * dx.dtype.itemsize                # of dcols_k: a block's is about 1 MiB
+    if _blocks_pay(N, bytes_per_image):
+        _image_blocks(N, bytes_per_image, images)
+    else:                        # a small batch: the whole batch at once, each product split over the cores
+        images(0, N)
     return from_channels_last(dx)
