@@ -308,6 +308,29 @@ def _image_blocks(n_images, bytes_per_image, work):
         return row_blocks(n_images, bytes_per_image, work)
 
 
+def _image_block_sum(n_images, bytes_per_image, work):
+    """``sum(work(lo, hi) for each block of images [lo, hi))``, the blocks as ``_image_blocks`` makes them.
+
+    Each core adds up the results of its own run of blocks as it goes and
+    the cores' sums are added in order (one partial sum per core, never one
+    per block: for the weight gradient of a wide layer a block's result is
+    megabytes).
+    """
+    per_block = max(1, speed.BLOCK_BYTES // max(1, bytes_per_image))
+    starts = list(range(0, n_images, per_block))
+    sums = {}
+
+    def run(first, last):        # blocks first..last-1, one after the other on one core
+        total = None
+        for i in range(first, last):
+            part = work(starts[i], min(n_images, starts[i] + per_block))
+            total = part if total is None else total + part
+        sums[first] = total
+    with single_threaded_blas():
+        speed.parallel_chunks(len(starts), run)
+    return functools.reduce(np.add, (sums[first] for first in sorted(sums)))
+
+
 def _blocks_pay(n_images, bytes_per_image):
     """Whether blocks of images pay on the CPU: the batch makes at least two blocks per core.
 
@@ -370,9 +393,10 @@ def im2col_t_product(x, g, kernel_size, stride=(1, 1), padding=(0, 0), dilation=
     x (N, C, H, W); g (G, N*OH*OW, P) per group (G_y in ``Conv2d``); the
     result is (G, KH*KW*C/G, P), the transposed weight gradient. On the GPU,
     when im2col is free or for a small batch, it is that formula
-    (``speed.matmul_t``). Otherwise, on the CPU, it unfolds a few images at a time as ``im2col_product`` does, so the
-    forward pass need not keep cols: each core adds up its images'
-    products ``cols_block.T @ g_block`` and the cores' sums are added.
+    (``speed.matmul_t``). Otherwise, on the CPU, it unfolds a few images at
+    a time as ``im2col_product`` does, so the forward pass need not keep
+    cols: each core adds up its blocks' products ``cols_block.T @ g_block``
+    as it goes, and the cores' sums are added.
     """
     kernel, taps = tuple(kernel_size), kernel_size[0] * kernel_size[1]
     G = g.shape[0]
@@ -383,10 +407,9 @@ def im2col_t_product(x, g, kernel_size, stride=(1, 1), padding=(0, 0), dilation=
         return product(x, g)
     OH, OW = output_hw("im2col", x.shape, kernel, stride, padding, dilation)
     rows = OH * OW
-    parts = _image_blocks(x.shape[0], _cols_bytes_per_image(x.shape, x.dtype.itemsize, kernel, stride, padding,
-                                                            dilation),
-                          lambda lo, hi: product(x[lo:hi], g[:, lo * rows:hi * rows]))
-    return functools.reduce(np.add, parts)          # in block order: the same sum on any number of cores
+    return _image_block_sum(x.shape[0], _cols_bytes_per_image(x.shape, x.dtype.itemsize, kernel, stride, padding,
+                                                               dilation),
+                            lambda lo, hi: product(x[lo:hi], g[:, lo * rows:hi * rows]))
 
 
 def col2im_of_product(a, b, x_shape, kernel_size, stride=(1, 1), padding=(0, 0), dilation=(1, 1)):
