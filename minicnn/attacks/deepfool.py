@@ -96,19 +96,18 @@ def deepfool_with_info(model, x, steps=50, overshoot=0.02, bounds=(0, 1), candid
     taken = np.zeros(n, dtype=np.int64)
     grow = x.dtype.type(1 + overshoot)
     for step in range(int(steps) + 1):
+        # The verdict on the whole batch, as the caller will see it: a float32 forward pass may round
+        # an image's logits differently in a smaller batch, and an image right at the boundary must
+        # not be called fooled on a subset and come back unfooled in the batch.
+        fooled = np.asarray(to_device(logits_of(model, x_adv).argmax(axis=1) != k0, "cpu"))
+        active &= ~fooled                                    # label changed: this image is done
         idx = np.flatnonzero(active)                         # images not fooled yet (NumPy indices)
-        if idx.size == 0:
+        if idx.size == 0 or step == steps:
             break
         at = xp.asarray(idx)                                 # the same indices on x's device
         cls = order[at]
         z = x_adv[at]
         logits, grads = _logit_gradients(model, z, cls)
-        fooled = np.asarray(to_device(logits.argmax(axis=1) != k0[at], "cpu"))
-        active[idx[fooled]] = False                          # label changed: this image is done
-        if step == steps or fooled.all():
-            continue
-        keep = xp.asarray(np.flatnonzero(~fooled))
-        idx, at, cls, logits, grads, z = idx[~fooled], at[keep], cls[keep], logits[keep], grads[:, keep], z[keep]
         rows = xp.arange(idx.size)
         f_k = xp.take_along_axis(logits, cls, axis=1)        # (m, K): the candidates' logits
         fp = (f_k[:, 1:] - f_k[:, :1]).T                     # f'_k = f_k - f_k0 (< 0), (K-1, m)
@@ -123,7 +122,6 @@ def deepfool_with_info(model, x, steps=50, overshoot=0.02, bounds=(0, 1), candid
         r_tot[at] = xp.minimum(xp.maximum(x[at] + r_tot[at] + r, lo), hi) - x[at]
         x_adv[at] = xp.minimum(xp.maximum(x[at] + grow * r_tot[at], lo), hi)
         taken[idx] += 1
-    fooled = np.asarray(to_device(logits_of(model, x_adv).argmax(axis=1) != k0, "cpu"))
     return x_adv, fooled, taken
 
 
