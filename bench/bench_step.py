@@ -329,8 +329,12 @@ def sgemm_peak(n=2048, repeats=5):
     return 2 * n ** 3 / best / 1e9
 
 
+@functools.lru_cache(maxsize=None)
 def conv_geometries(model_name, batch):
-    """The distinct convolutions of one forward pass: [(x shape, weight shape, settings, count, needs dx, needs dW)]."""
+    """The distinct convolutions of one forward pass: [(x shape, weight shape, settings, count, needs dx, needs dW)].
+
+    Found by running the model once at ``batch``; cached, as the GEMM count and the conv table both need it.
+    """
     import minicnn
     from minicnn import models
     from minicnn.functional import conv as conv_mod

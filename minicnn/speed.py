@@ -12,6 +12,7 @@ helper                                returns the same as
 ====================================  ===========================================
 ``parallel_chunks(n, work)``          ``work(0, n)`` (work writes rows [lo, hi) only)
 ``parallel_copy(dst, src)``           ``np.copyto(dst, src)`` (one shape), returns dst
+``rows_per_block(row_bytes)``         the most rows (at least 1) that fit ``BLOCK_BYTES``
 ``row_blocks(M, row_bytes, work)``    ``[work(0, M)]``, block by block
 ``single_threaded_blas()``            a block where OpenBLAS runs one thread (as before after it)
 ``matmul(a, b)``                      ``a @ b``
@@ -72,7 +73,7 @@ import threading
 
 __all__ = [
     "apply_process_settings", "keep_freed_memory", "blas_threads", "set_blas_threads", "single_threaded_blas",
-    "cpu_threads", "parallel_chunks", "parallel_copy", "row_blocks", "BLOCK_BYTES", "matmul", "matmul_t", "column_sums",
+    "cpu_threads", "parallel_chunks", "parallel_copy", "rows_per_block", "row_blocks", "BLOCK_BYTES", "matmul", "matmul_t", "column_sums",
     "column_mean_var", "column_dot_centred", "affine_rows", "assign_increasing",
 ]
 
@@ -328,6 +329,11 @@ def parallel_copy(dst, src):
 BLOCK_BYTES = 1024 * 1024
 
 
+def rows_per_block(row_bytes):
+    """How many rows of ``row_bytes`` bytes make one block of about ``BLOCK_BYTES`` (at least one)."""
+    return max(1, BLOCK_BYTES // max(1, row_bytes))
+
+
 def row_blocks(n_rows, row_bytes, work, arrays_on_gpu=False):
     """Same as ``[work(0, n_rows)]`` split into row blocks: returns ``[work(lo, hi) for each block]``, in order.
 
@@ -343,7 +349,7 @@ def row_blocks(n_rows, row_bytes, work, arrays_on_gpu=False):
     """
     if arrays_on_gpu:
         return [work(0, n_rows)]
-    rows = max(1, BLOCK_BYTES // max(1, row_bytes))
+    rows = rows_per_block(row_bytes)
     starts = list(range(0, n_rows, rows))
     results = [None] * len(starts)
 

@@ -369,3 +369,11 @@ def test_a_plain_process_keeps_freed_memory_only_after_its_first_product():
             "s.matmul(np.ones((4, 4)), np.ones((4, 4)))\n"
             "print(before, s.single_threaded_blas._memory_kept)")
     assert run_python(code) == "False True"
+
+
+@given(row_bytes=st.integers(0, 3 * speed.BLOCK_BYTES))
+def test_rows_per_block_is_the_most_rows_that_fit_a_block(row_bytes):
+    rows = speed.rows_per_block(row_bytes)
+    assert rows >= 1
+    assert rows == 1 or rows * row_bytes <= speed.BLOCK_BYTES
+    assert (rows + 1) * max(1, row_bytes) > speed.BLOCK_BYTES

@@ -316,7 +316,7 @@ def _image_block_sum(n_images, bytes_per_image, work):
     per block: for the weight gradient of a wide layer a block's result is
     megabytes).
     """
-    per_block = max(1, speed.BLOCK_BYTES // max(1, bytes_per_image))
+    per_block = speed.rows_per_block(bytes_per_image)
     starts = list(range(0, n_images, per_block))
     sums = {}
 
@@ -338,8 +338,7 @@ def _blocks_pay(n_images, bytes_per_image):
     cores would sit idle, so the helpers use their whole-batch formula,
     whose products ``speed.matmul`` splits by rows over the cores instead.
     """
-    per_block = max(1, speed.BLOCK_BYTES // max(1, bytes_per_image))
-    return -(-n_images // per_block) >= 2 * speed.cpu_threads()
+    return -(-n_images // speed.rows_per_block(bytes_per_image)) >= 2 * speed.cpu_threads()
 
 
 def _unfold_in_blocks(x, kernel, stride, padding, dilation):
