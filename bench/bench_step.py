@@ -162,8 +162,10 @@ def breakdown(model_name, batch, device, steps=3):
     minicnn_step(*state)
     model, opt, x, y = state
     with Profiler(sync=device == "gpu") as prof:
-        # col2im (and conv2d's dx, col2im_of_product, one kernel tap at a time) adds through add_tap.
-        prof.wrap(conv_mod, "im2col").wrap(conv_mod, "add_tap", "col2im").wrap(windows_mod, "add_tap", "col2im")
+        # im2col's copy on the CPU is ``unfold`` (also called block by block by the conv helpers); col2im
+        # (and conv2d's dx, col2im_of_product, one kernel tap at a time) adds through add_tap.
+        prof.wrap(conv_mod, "unfold" if device == "cpu" else "im2col", "im2col")
+        prof.wrap(conv_mod, "add_tap", "col2im").wrap(windows_mod, "add_tap", "col2im")
         t0 = time.perf_counter()
         for _ in range(steps):
             loss = F.cross_entropy(model(x), y)

@@ -385,6 +385,32 @@ def test_im2col_product_and_its_transpose_return_their_formulas(cfg, n, block_by
     assert Y.dtype == dWT.dtype == np.float64
 
 
+def test_a_replaced_im2col_unfolds_every_block_of_the_blocked_convolution():
+    # The blocks check im2col's arguments once and then call ``unfold``; a student's im2col
+    # (F.use_implementation) must still be the one that unfolds each block, forward and weight gradient.
+    from unittest import mock
+
+    from minicnn import speed
+    from minicnn.functional.conv import im2col_product, im2col_t_product, unfold
+    calls = []
+
+    def students_im2col(x, kernel_size, stride, padding, dilation):
+        calls.append(x.shape[0])
+        return unfold(x, kernel_size, stride, padding, dilation,
+                      F.windows.output_hw("im2col", x.shape, kernel_size, stride, padding, dilation)) * 2
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((6, 2, 5, 5))
+    b, g = rng.standard_normal((1, 18, 3)), rng.standard_normal((1, 6 * 25, 4))
+    kw = dict(kernel_size=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1))
+    cols = F.im2col(x, **kw)
+    with mock.patch.object(speed, "BLOCK_BYTES", 1), mock.patch.object(speed, "cpu_threads", lambda: 2), \
+            F.use_implementation("im2col", students_im2col):
+        Y, dWT = im2col_product(x, b, **kw), im2col_t_product(x, g, **kw)
+    assert sorted(calls) == [1] * 12                         # one image per block, 6 blocks, twice
+    np.testing.assert_allclose(Y, 2 * cols @ b[0], rtol=1e-12)
+    np.testing.assert_allclose(dWT[0], 2 * cols.T @ g[0], rtol=1e-12)
+
+
 def test_conv2d_keeps_its_input_not_the_unfolded_cols():
     # The forward pass keeps x for dW2 (im2col_t_product unfolds it again, block by block), never the (M, K) cols.
     from minicnn.functional.conv import Conv2d

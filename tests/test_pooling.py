@@ -76,6 +76,25 @@ def test_max_pool_2x2_fast_path_matches_loops_and_gradcheck(shape):
     assert minicnn.gradcheck(lambda t: F.max_pool2d(t, 2), [x]).passed
 
 
+@pytest.mark.parametrize("shape, kernel", [((2, 3, 7, 5), (2, 2)), ((1, 2, 7, 8), (3, 3)), ((2, 2, 6, 7), (2, 3)),
+                                           ((1, 1, 3, 3), (3, 3))])
+def test_max_pool_disjoint_windows_path_sends_g_to_the_argmax_and_zero_elsewhere(shape, kernel):
+    # stride = kernel: windows never overlap, and rows/columns past the last window get no gradient.
+    rng = np.random.default_rng(7)
+    x = distinct(shape, rng)
+    _, idx_ref = naive_max_pool(x, kernel, kernel, (0, 0), (1, 1))
+    g = rng.standard_normal(idx_ref.shape)
+    want = np.zeros(shape)
+    N, C, H, W = shape
+    for n, c, i, j in np.ndindex(*idx_ref.shape):
+        want[n, c].flat[idx_ref[n, c, i, j]] += g[n, c, i, j]
+    for layout in (lambda a: a, channels_last):
+        xt = minicnn.tensor(layout(x), requires_grad=True)
+        F.max_pool2d(xt, kernel).backward(g)
+        np.testing.assert_array_equal(xt.grad.data, want)
+    assert minicnn.gradcheck(lambda t: F.max_pool2d(t, kernel), [x]).passed
+
+
 def test_max_pool_backward_routes_gradient_to_the_argmax():
     x = distinct((2, 3, 5, 6), np.random.default_rng(3))
     xt = minicnn.tensor(x, requires_grad=True)

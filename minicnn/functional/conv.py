@@ -75,7 +75,8 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
     A convolution is then ``cols @ W2.T`` with the weights flattened the
     same way, W2 = w.transpose(0, 2, 3, 1).reshape(C_out, KH*KW*C).
 
-    How, without a loop over pixels: ``windows.window_view`` builds a
+    How (``unfold`` below, after the argument checks), without a loop
+    over pixels: ``windows.window_view`` builds a
     (N, OH, OW, KH, KW, C) strided *view* of the (padded, channels-last)
     input, where neighbouring windows overlap in memory. That view is
     copied once into a new (N, OH, OW, KH, KW, C) array,
@@ -89,15 +90,25 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
     x = raw(x)
     check_4d(x, "im2col")
     kernel, stride, padding, dilation = window_args("im2col", kernel_size, stride, padding, dilation)
-    N, C = x.shape[:2]
-    OH, OW = output_hw("im2col", x.shape, kernel, stride, padding, dilation)
+    out_hw = output_hw("im2col", x.shape, kernel, stride, padding, dilation)
     if get_array_module(x) is not np:     # on the GPU: kernels/im2col.cu, same contract
         return gpu_kernels().im2col_gpu(x, kernel, stride, padding, dilation)
-    windows = window_view(padded_channels_last(x, padding), kernel, (OH, OW), stride, dilation)
-    if windows.shape[3:5] == (1, 1) and windows[:, :, :, 0, 0, :].flags.c_contiguous:
+    return unfold(x, kernel, stride, padding, dilation, out_hw)
+
+
+def unfold(x, kernel, stride, padding, dilation, out_hw):
+    """The work of ``im2col`` on a CPU array, its arguments already checked: (height, width) pairs, out_hw = (OH, OW).
+
+    The speed helpers below call it once per block of a few images, where
+    checking the same arguments again would cost more than the copy.
+    """
+    N, C = x.shape[:2]
+    (OH, OW), taps = out_hw, kernel[0] * kernel[1]
+    windows = window_view(padded_channels_last(x, padding), kernel, out_hw, stride, dilation)
+    if taps == 1 and windows[:, :, :, 0, 0, :].flags.c_contiguous:
         return windows.reshape(N * OH * OW, C)     # a 1x1 stride-1 kernel: cols is x itself
     cols = parallel_copy(np.empty(windows.shape, dtype=x.dtype), windows)   # the one copy: np.copyto
-    return cols.reshape(N * OH * OW, kernel[0] * kernel[1] * C)                # free: cols is contiguous
+    return cols.reshape(N * OH * OW, taps * C)                                 # free: cols is contiguous
 
 
 def col2im(cols, x_shape, kernel_size, stride=1, padding=0, dilation=1):
@@ -349,6 +360,18 @@ def _unfold_in_blocks(x, kernel, stride, padding, dilation):
                                                          dilation))
 
 
+def _im2col_of_blocks(kernel, stride, padding, dilation, out_hw):
+    """``im2col`` for blocks of one checked input: ``unfold`` with the checks done once, or a replaced im2col.
+
+    A block of a few images is unfolded in about 100 us, and checking the
+    same arguments again each time took half of that.
+    ``F.use_implementation("im2col", ...)`` still sees every block.
+    """
+    if replacement("im2col") is not None:
+        return lambda xs: im2col(xs, kernel, stride, padding, dilation)
+    return lambda xs: unfold(xs, kernel, stride, padding, dilation, out_hw)
+
+
 def _cols_bytes_per_image(x_shape, itemsize, kernel, stride, padding, dilation):
     """Bytes of one image's rows of im2col(x): OH*OW * KH*KW*C."""
     OH, OW = output_hw("im2col", x_shape, kernel, stride, padding, dilation)
@@ -368,20 +391,18 @@ def im2col_product(x, b, kernel_size, stride=(1, 1), padding=(0, 0), dilation=(1
     writing its own rows of the result (no 75 MB buffer per layer, and
     the product reads hot data: about 1.5x faster on 2 cores).
     """
-    kernel, taps = tuple(kernel_size), kernel_size[0] * kernel_size[1]
-    G = b.shape[0]
-
-    def product(xs):
-        return merge_groups(matmul(split_groups(im2col(xs, kernel, stride, padding, dilation), G, taps), b))
-    if not _unfold_in_blocks(x, kernel, tuple(stride), tuple(padding), dilation):
-        return product(x)
+    kernel, stride, padding, dilation = (tuple(v) for v in (kernel_size, stride, padding, dilation))
+    taps, G = kernel[0] * kernel[1], b.shape[0]
+    if not _unfold_in_blocks(x, kernel, stride, padding, dilation):
+        return merge_groups(matmul(split_groups(im2col(x, kernel, stride, padding, dilation), G, taps), b))
     N = x.shape[0]
     OH, OW = output_hw("im2col", x.shape, kernel, stride, padding, dilation)
     rows = OH * OW
     out = np.empty((N * rows, G * b.shape[2]), dtype=np.result_type(x, b))
+    cols_of = _im2col_of_blocks(kernel, stride, padding, dilation, (OH, OW))
 
     def work(lo, hi):
-        out[lo * rows:hi * rows] = product(x[lo:hi])
+        out[lo * rows:hi * rows] = merge_groups(matmul(split_groups(cols_of(x[lo:hi]), G, taps), b))
     _image_blocks(N, _cols_bytes_per_image(x.shape, x.dtype.itemsize, kernel, stride, padding, dilation), work)
     return out
 
@@ -397,18 +418,18 @@ def im2col_t_product(x, g, kernel_size, stride=(1, 1), padding=(0, 0), dilation=
     cols: each core adds up its blocks' products ``cols_block.T @ g_block``
     as it goes, and the cores' sums are added.
     """
-    kernel, taps = tuple(kernel_size), kernel_size[0] * kernel_size[1]
-    G = g.shape[0]
-
-    def product(xs, gs):
-        return matmul_t(split_groups(im2col(xs, kernel, stride, padding, dilation), G, taps), gs)
-    if not _unfold_in_blocks(x, kernel, tuple(stride), tuple(padding), dilation):
-        return product(x, g)
+    kernel, stride, padding, dilation = (tuple(v) for v in (kernel_size, stride, padding, dilation))
+    taps, G = kernel[0] * kernel[1], g.shape[0]
+    if not _unfold_in_blocks(x, kernel, stride, padding, dilation):
+        return matmul_t(split_groups(im2col(x, kernel, stride, padding, dilation), G, taps), g)
     OH, OW = output_hw("im2col", x.shape, kernel, stride, padding, dilation)
     rows = OH * OW
+    cols_of = _im2col_of_blocks(kernel, stride, padding, dilation, (OH, OW))
+
+    def work(lo, hi):
+        return matmul_t(split_groups(cols_of(x[lo:hi]), G, taps), g[:, lo * rows:hi * rows])
     return _image_block_sum(x.shape[0], _cols_bytes_per_image(x.shape, x.dtype.itemsize, kernel, stride, padding,
-                                                               dilation),
-                            lambda lo, hi: product(x[lo:hi], g[:, lo * rows:hi * rows]))
+                                                               dilation), work)
 
 
 def col2im_of_product(a, b, x_shape, kernel_size, stride=(1, 1), padding=(0, 0), dilation=(1, 1)):
@@ -440,7 +461,7 @@ def col2im_of_product(a, b, x_shape, kernel_size, stride=(1, 1), padding=(0, 0),
         for k in range(taps):
             dcols_k = merge_groups(matmul(a_block, b_taps[k])).reshape(hi - lo, OH, OW, C_in)   # block k of dcols
             add_tap(dx_block, dcols_k, divmod(k, kernel[1]), stride, padding, dilation)
-    bytes_per_image = rows * C_in * dx.dtype.itemsize                # of dcols_k: a block's is about 1 MiB
+    bytes_per_image = (rows + H * W) * C_in * dx.dtype.itemsize    # of dcols_k and dx: a block's, about 1 MiB
     if _blocks_pay(N, bytes_per_image):
         _image_blocks(N, bytes_per_image, images)
     else:                        # a small batch: the whole batch at once, each product split over the cores

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..autograd import Function
 from ..backend import get_array_module
-from ..speed import assign_increasing
+from ..speed import assign_increasing, row_blocks
 from ..utils import pair
 from .implementations import replacement
 from .windows import (add_tap, channels_last, check_4d, from_channels_last, gpu_kernels, output_hw,
@@ -76,11 +76,16 @@ class MaxPool2d(Function):
             return (y, self.indices) if return_indices else y
         taps = window_taps(x, self.geometry, out_hw)       # taps[k]: tap k of every window, (N, OH, OW, C)
         origin, offsets = index_grid(self.geometry, out_hw)  # tap k of window (i, j) reads origin[i, j] + offsets[k]
-        y = taps[0].copy()                                 # running max over the taps, in scan order
+        y = np.empty(taps[0].shape, dtype=x.dtype)        # running max over the taps, in scan order
         at = np.zeros(y.shape, dtype=np.int8 if offsets[-1] < 128 else offsets.dtype)   # offsets[k] of y's tap
-        for k in range(1, len(taps)):
-            assign_increasing(at, offsets[k], taps[k] > y)     # at[tap k > y] = offsets[k]: ties keep the first
-            np.maximum(y, taps[k], out=y)                  # (a NaN propagates into y, not into at)
+
+        def images(lo, hi):                                # images lo..hi-1, while they are in the cache
+            y_, at_ = y[lo:hi], at[lo:hi]
+            y_[...] = taps[0][lo:hi]
+            for k in range(1, len(taps)):
+                assign_increasing(at_, offsets[k], taps[k][lo:hi] > y_)   # at[tap k > y] = offsets[k]: ties keep the first
+                np.maximum(y_, taps[k][lo:hi], out=y_)     # (a NaN propagates into y, not into at)
+        row_blocks(y.shape[0], x[:1].nbytes, images)       # blocks of images, split over the cores
         special = not np.isfinite(y.min(initial=0.0))     # some window holds a NaN or is all -inf
         if special:                                        # a window with a NaN: its last NaN wins
             has_nan = np.isnan(y)
@@ -101,22 +106,29 @@ class MaxPool2d(Function):
                                                 kernel, stride, padding, dilation)
         g, idx = channels_last(g), channels_last(self.indices)      # (N, OH, OW, C)
         origin, offsets = index_grid(self.geometry, g.shape[1:3])
-        if is_tiling(self.geometry):     # windows tile the input: each tap's pixels are written once
-            OH, OW = g.shape[1:3]
-            dx6 = np.empty((N, OH, 2, OW, 2, C), dtype=g.dtype)
-            for k, (a, b) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
-                np.multiply(g, idx == origin + offsets[k], out=dx6[:, :, a, :, b, :])
-            return from_channels_last(dx6.reshape(N, H, W, C))
+        if windows_are_disjoint(self.geometry):     # each pixel in one window at most: written once, not added
+            (OH, OW), (KH, KW) = g.shape[1:3], kernel
+            dx = np.empty((N, H, W, C), dtype=g.dtype)
+
+            def images(lo, hi):                           # images lo..hi-1, while their dx is in the cache
+                dx[lo:hi, OH * KH:] = 0                   # the last rows and columns no window reaches
+                dx[lo:hi, :, OW * KW:] = 0                # (none when the windows tile the input)
+                for k in range(KH * KW):                  # tap (a, b) of every window: a strided view of dx
+                    a, b = divmod(k, KW)
+                    np.multiply(g[lo:hi], idx[lo:hi] == origin + offsets[k],
+                                out=dx[lo:hi, a:OH * KH:KH, b:OW * KW:KW, :])
+            row_blocks(N, dx[:1].nbytes, images)          # blocks of images, split over the cores
+            return from_channels_last(dx)
         dx = np.zeros((N, H, W, C), dtype=g.dtype)          # tap k sends g where the max is tap k's pixel
         for k in range(kernel[0] * kernel[1]):
             add_tap(dx, g * (idx == origin + offsets[k]), divmod(k, kernel[1]), stride, padding, dilation)
         return from_channels_last(dx)
 
 
-def is_tiling(geometry):
-    """Whether 2x2 windows with stride 2 tile an even-sized input exactly (the classic CNN downsampling)."""
-    (N, C, H, W), kernel, stride, padding, dilation = geometry
-    return kernel == stride == (2, 2) and padding == (0, 0) and dilation == (1, 1) and H % 2 == W % 2 == 0
+def windows_are_disjoint(geometry):
+    """Whether no two windows share a pixel: stride = kernel, no padding, no dilation (2x2 stride 2, the classic)."""
+    _, kernel, stride, padding, dilation = geometry
+    return kernel == stride and padding == (0, 0) and dilation == (1, 1)
 
 
 def window_taps(x, geometry, out_hw):
