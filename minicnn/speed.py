@@ -14,6 +14,7 @@ helper                                returns the same as
 ``parallel_copy(dst, src)``           ``np.copyto(dst, src)`` (one shape), returns dst
 ``rows_per_block(row_bytes)``         the most rows (at least 1) that fit ``BLOCK_BYTES``
 ``row_blocks(M, row_bytes, work)``    ``[work(0, M)]``, block by block
+``row_block_sum(M, nbytes, work)``    ``sum(row_blocks(M, nbytes, work))``
 ``single_threaded_blas()``            a block where OpenBLAS runs one thread (as before after it)
 ``matmul(a, b)``                      ``a @ b``
 ``matmul_t(a, b)``                    ``a.T @ b`` (``a.swapaxes(-1, -2) @ b``)
@@ -73,7 +74,7 @@ import threading
 
 __all__ = [
     "apply_process_settings", "keep_freed_memory", "blas_threads", "set_blas_threads", "single_threaded_blas",
-    "cpu_threads", "parallel_chunks", "parallel_copy", "rows_per_block", "row_blocks", "BLOCK_BYTES", "matmul", "matmul_t", "column_sums",
+    "cpu_threads", "parallel_chunks", "parallel_copy", "rows_per_block", "row_blocks", "row_block_sum", "BLOCK_BYTES", "matmul", "matmul_t", "column_sums",
     "column_mean_var", "column_dot_centred", "affine_rows", "assign_increasing",
 ]
 
@@ -349,8 +350,7 @@ def row_blocks(n_rows, row_bytes, work, arrays_on_gpu=False):
     """
     if arrays_on_gpu:
         return [work(0, n_rows)]
-    rows = rows_per_block(row_bytes)
-    starts = list(range(0, n_rows, rows))
+    rows, starts = _block_starts(n_rows, row_bytes)
     results = [None] * len(starts)
 
     def run(first, last):       # blocks first..last-1, one after the other on one core
@@ -358,6 +358,33 @@ def row_blocks(n_rows, row_bytes, work, arrays_on_gpu=False):
             results[i] = work(starts[i], min(n_rows, starts[i] + rows))
     parallel_chunks(len(starts), run)
     return results
+
+
+def row_block_sum(n_rows, row_bytes, work):
+    """Returns the same as ``sum(row_blocks(n_rows, row_bytes, work))``, for ``n_rows >= 1``.
+
+    Why: each core adds up the results of its own run of blocks as it goes,
+    and the cores' sums are added in order: one partial sum per core, never
+    one kept per block (for a convolution's weight gradient a block's
+    result is megabytes).
+    """
+    rows, starts = _block_starts(n_rows, row_bytes)
+    sums = {}
+
+    def run(first, last):       # blocks first..last-1, one after the other on one core
+        total = None
+        for i in range(first, last):
+            part = work(starts[i], min(n_rows, starts[i] + rows))
+            total = part if total is None else total + part
+        sums[first] = total
+    parallel_chunks(len(starts), run)
+    return functools.reduce(lambda a, b: a + b, (sums[first] for first in sorted(sums)))
+
+
+def _block_starts(n_rows, row_bytes):
+    """(rows per block, the first row of each block): the blocks of ``row_blocks`` and ``row_block_sum``."""
+    rows = rows_per_block(row_bytes)
+    return rows, list(range(0, n_rows, rows))
 
 
 # --------------------------------------------------------------------------
@@ -417,15 +444,7 @@ def matmul_t(a, b):
     with single_threaded_blas():
         if not _split_ok(a, b, M * a.shape[-1] * b.shape[-1]):
             return product(0, M)
-        k = cpu_threads()
-        bounds = [M * i // k for i in range(k + 1)]
-        parts = [None] * k
-
-        def work(lo, hi):        # chunks lo..hi-1 of the k chunks of rows
-            for i in range(lo, hi):
-                parts[i] = product(bounds[i], bounds[i + 1])
-        parallel_chunks(k, work)
-    return functools.reduce(np.add, parts)
+        return _sum_over_cores(M, product)
 
 
 def column_sums(a):
@@ -446,15 +465,20 @@ def column_sums(a):
     with single_threaded_blas():
         if not _split_ok(a, a, M * a.shape[1] * 8):
             return partial(0, M)
-        k = cpu_threads()
-        bounds = [M * i // k for i in range(k + 1)]
-        parts = [None] * k
+        return _sum_over_cores(M, partial)
 
-        def work(lo, hi):
-            for i in range(lo, hi):
-                parts[i] = partial(bounds[i], bounds[i + 1])
-        parallel_chunks(k, work)
-    return functools.reduce(np.add, parts)
+
+def _sum_over_cores(M, partial):
+    """``partial(0, M)`` for a ``partial(lo, hi)`` that sums over rows lo..hi-1: one run of the rows per core, added in order."""
+    k = cpu_threads()
+    bounds = [M * i // k for i in range(k + 1)]
+    parts = [None] * k
+
+    def work(lo, hi):            # runs lo..hi-1 of the k runs of rows
+        for i in range(lo, hi):
+            parts[i] = partial(bounds[i], bounds[i + 1])
+    parallel_chunks(k, work)
+    return functools.reduce(lambda a, b: a + b, parts)
 
 
 

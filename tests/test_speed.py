@@ -99,6 +99,25 @@ def test_parallel_chunks_is_the_same_as_one_call(n, threads):
     assert (out == 1).all()
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("n_rows, row_bytes", [(10, 1), (1000, 8), (7, 1 << 30), (1, 8)])
+def test_row_block_sum_is_the_sum_of_row_blocks(monkeypatch, threads, n_rows, row_bytes):
+    # One running sum per core, the cores' sums added: the same as summing every block's result.
+    monkeypatch.setattr(speed, "BLOCK_BYTES", 24)
+    monkeypatch.setattr(speed, "cpu_threads", lambda: threads)
+    values = np.random.default_rng(9).standard_normal((n_rows, 3))
+    seen = np.zeros(n_rows, dtype=int)
+
+    def work(lo, hi):
+        seen[lo:hi] += 1
+        return values[lo:hi].sum(axis=0)
+    total = speed.row_block_sum(n_rows, row_bytes, work)
+    assert (seen == 1).all()
+    np.testing.assert_allclose(total, sum(speed.row_blocks(n_rows, row_bytes, lambda lo, hi: values[lo:hi].sum(axis=0))),
+                               rtol=1e-12)
+    np.testing.assert_allclose(total, values.sum(axis=0), rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("n_rows, row_bytes", [(10, 1), (1000, 8), (7, 1 << 30), (0, 8)])
 def test_row_blocks_cover_every_row_once_in_order(monkeypatch, n_rows, row_bytes):
     monkeypatch.setattr(speed, "BLOCK_BYTES", 24)

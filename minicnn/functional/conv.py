@@ -32,14 +32,12 @@ memory: ``Y`` rows are (pixel, channel), so y is a free view of them).
 Products go through ``speed.matmul`` (the same as ``@``, split over the cores).
 The transposed convolution is in ``conv_transpose.py``.
 """
-import functools
-
 import numpy as np
 
 from ..autograd import Function
 from ..backend import get_array_module, raw
 from .. import speed
-from ..speed import column_sums, matmul, matmul_t, parallel_copy, row_blocks, single_threaded_blas
+from ..speed import column_sums, matmul, matmul_t, parallel_copy, row_block_sum, row_blocks, single_threaded_blas
 from ..utils import pair
 from .implementations import replacement
 from .windows import (add_tap, channels_last, check_4d, conv_output_size, from_channels_last, gpu_kernels,
@@ -322,24 +320,10 @@ def _image_blocks(n_images, bytes_per_image, work):
 def _image_block_sum(n_images, bytes_per_image, work):
     """``sum(work(lo, hi) for each block of images [lo, hi))``, the blocks as ``_image_blocks`` makes them.
 
-    Each core adds up the results of its own run of blocks as it goes and
-    the cores' sums are added in order (one partial sum per core, never one
-    per block: for the weight gradient of a wide layer a block's result is
-    megabytes).
+    ``speed.row_block_sum``: one running sum per core, not one result per block.
     """
-    per_block = speed.rows_per_block(bytes_per_image)
-    starts = list(range(0, n_images, per_block))
-    sums = {}
-
-    def run(first, last):        # blocks first..last-1, one after the other on one core
-        total = None
-        for i in range(first, last):
-            part = work(starts[i], min(n_images, starts[i] + per_block))
-            total = part if total is None else total + part
-        sums[first] = total
     with single_threaded_blas():
-        speed.parallel_chunks(len(starts), run)
-    return functools.reduce(np.add, (sums[first] for first in sorted(sums)))
+        return row_block_sum(n_images, bytes_per_image, work)
 
 
 def _blocks_pay(n_images, bytes_per_image):
@@ -352,12 +336,11 @@ def _blocks_pay(n_images, bytes_per_image):
     return -(-n_images // speed.rows_per_block(bytes_per_image)) >= 2 * speed.cpu_threads()
 
 
-def _unfold_in_blocks(x, kernel, stride, padding, dilation):
+def _unfold_in_blocks(x, kernel, stride, padding, cols_bytes_per_image):
     """Whether ``im2col_product`` and ``im2col_t_product`` go by blocks: a CPU array, im2col not free, blocks pay."""
     if get_array_module(x) is not np or (kernel == (1, 1) and stride == (1, 1) and padding == (0, 0)):
         return False         # the GPU runs the whole formula; a 1x1 stride-1 im2col is x itself, nothing to copy
-    return _blocks_pay(x.shape[0], _cols_bytes_per_image(x.shape, x.dtype.itemsize, kernel, stride, padding,
-                                                         dilation))
+    return _blocks_pay(x.shape[0], cols_bytes_per_image)
 
 
 def _im2col_of_blocks(kernel, stride, padding, dilation, out_hw):
@@ -372,10 +355,9 @@ def _im2col_of_blocks(kernel, stride, padding, dilation, out_hw):
     return lambda xs: unfold(xs, kernel, stride, padding, dilation, out_hw)
 
 
-def _cols_bytes_per_image(x_shape, itemsize, kernel, stride, padding, dilation):
+def _cols_bytes_per_image(x, out_hw, taps):
     """Bytes of one image's rows of im2col(x): OH*OW * KH*KW*C."""
-    OH, OW = output_hw("im2col", x_shape, kernel, stride, padding, dilation)
-    return OH * OW * kernel[0] * kernel[1] * x_shape[1] * itemsize
+    return out_hw[0] * out_hw[1] * taps * x.shape[1] * x.dtype.itemsize
 
 
 def im2col_product(x, b, kernel_size, stride=(1, 1), padding=(0, 0), dilation=(1, 1)):
@@ -393,17 +375,17 @@ def im2col_product(x, b, kernel_size, stride=(1, 1), padding=(0, 0), dilation=(1
     """
     kernel, stride, padding, dilation = (tuple(v) for v in (kernel_size, stride, padding, dilation))
     taps, G = kernel[0] * kernel[1], b.shape[0]
-    if not _unfold_in_blocks(x, kernel, stride, padding, dilation):
+    out_hw = output_hw("im2col", x.shape, kernel, stride, padding, dilation)
+    bytes_per_image = _cols_bytes_per_image(x, out_hw, taps)
+    if not _unfold_in_blocks(x, kernel, stride, padding, bytes_per_image):
         return merge_groups(matmul(split_groups(im2col(x, kernel, stride, padding, dilation), G, taps), b))
-    N = x.shape[0]
-    OH, OW = output_hw("im2col", x.shape, kernel, stride, padding, dilation)
-    rows = OH * OW
+    N, rows = x.shape[0], out_hw[0] * out_hw[1]
     out = np.empty((N * rows, G * b.shape[2]), dtype=np.result_type(x, b))
-    cols_of = _im2col_of_blocks(kernel, stride, padding, dilation, (OH, OW))
+    cols_of = _im2col_of_blocks(kernel, stride, padding, dilation, out_hw)
 
     def work(lo, hi):
         out[lo * rows:hi * rows] = merge_groups(matmul(split_groups(cols_of(x[lo:hi]), G, taps), b))
-    _image_blocks(N, _cols_bytes_per_image(x.shape, x.dtype.itemsize, kernel, stride, padding, dilation), work)
+    _image_blocks(N, bytes_per_image, work)
     return out
 
 
@@ -420,16 +402,16 @@ def im2col_t_product(x, g, kernel_size, stride=(1, 1), padding=(0, 0), dilation=
     """
     kernel, stride, padding, dilation = (tuple(v) for v in (kernel_size, stride, padding, dilation))
     taps, G = kernel[0] * kernel[1], g.shape[0]
-    if not _unfold_in_blocks(x, kernel, stride, padding, dilation):
+    out_hw = output_hw("im2col", x.shape, kernel, stride, padding, dilation)
+    bytes_per_image = _cols_bytes_per_image(x, out_hw, taps)
+    if not _unfold_in_blocks(x, kernel, stride, padding, bytes_per_image):
         return matmul_t(split_groups(im2col(x, kernel, stride, padding, dilation), G, taps), g)
-    OH, OW = output_hw("im2col", x.shape, kernel, stride, padding, dilation)
-    rows = OH * OW
-    cols_of = _im2col_of_blocks(kernel, stride, padding, dilation, (OH, OW))
+    rows = out_hw[0] * out_hw[1]
+    cols_of = _im2col_of_blocks(kernel, stride, padding, dilation, out_hw)
 
     def work(lo, hi):
         return matmul_t(split_groups(cols_of(x[lo:hi]), G, taps), g[:, lo * rows:hi * rows])
-    return _image_block_sum(x.shape[0], _cols_bytes_per_image(x.shape, x.dtype.itemsize, kernel, stride, padding,
-                                                               dilation), work)
+    return _image_block_sum(x.shape[0], bytes_per_image, work)
 
 
 def col2im_of_product(a, b, x_shape, kernel_size, stride=(1, 1), padding=(0, 0), dilation=(1, 1)):
