@@ -321,13 +321,8 @@ def sgemm_peak(n=2048, repeats=5):
     from minicnn import speed
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
-    best = float("inf")
-    for product in (speed.matmul, np.matmul):          # minicnn's pool of single-threaded calls; OpenBLAS's threads
-        product(a, b)
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            product(a, b)
-            best = min(best, time.perf_counter() - t0)
+    best = min(best_time(lambda: product(a, b), repeats)       # minicnn's pool of single-threaded calls;
+               for product in (speed.matmul, np.matmul))           # OpenBLAS's own threads
     return 2 * n ** 3 / best / 1e9
 
 
