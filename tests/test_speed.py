@@ -83,6 +83,86 @@ def test_column_dot_centred_and_affine_rows_return_their_formulas(request, monke
     np.testing.assert_allclose(speed.affine_rows(G, a), G * a, rtol=1e-12)
 
 
+@pytest.mark.parametrize("threaded", [False, True])
+@pytest.mark.parametrize("layout", ["c", "fortran", "strided"])
+def test_per_channel_helpers_on_any_memory_layout(request, monkeypatch, threaded, layout):
+    # The helpers view blocks of rows as flat runs; inputs that are not C-contiguous must give the same.
+    if threaded:
+        request.getfixturevalue("split")
+        monkeypatch.setattr(speed, "BLOCK_BYTES", 200)   # many blocks, a short last one
+    monkeypatch.setattr(speed, "ROW_WIDTH", 24)          # wide rows of 4 rows of 6, and a tail of 1 row
+    rng = np.random.default_rng(11)
+    G, X = rng.standard_normal((97, 6)), rng.standard_normal((97, 6)) * 2 + 5
+    if layout == "fortran":
+        G, X = np.asfortranarray(G), np.asfortranarray(X)
+    elif layout == "strided":
+        G, X = rng.standard_normal((97, 12))[:, ::2], (rng.standard_normal((194, 6)) * 2 + 5)[::2]
+    mean, a, b, c = (rng.standard_normal(6) for _ in range(4))
+    m, v = speed.column_mean_var(X)
+    np.testing.assert_allclose(m, X.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(v, X.var(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(speed.column_dot_centred(G, X, mean), (G * (X - mean)).sum(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(speed.affine_rows(G, a, X, b, c), G * a + X * b + c, rtol=1e-12)
+    np.testing.assert_allclose(speed.affine_rows(G, 2.0, c=c), G * 2.0 + c, rtol=1e-12)
+
+
+def test_column_mean_var_stays_float32_accurate_when_the_first_block_is_unlike_the_rest(monkeypatch):
+    # The pass is shifted by the first block's mean; a first block far from the whole mean must not cost accuracy.
+    monkeypatch.setattr(speed, "BLOCK_BYTES", 12 * 1000)    # the first block: 1000 of the 20000 rows
+    rng = np.random.default_rng(12)
+    X = rng.standard_normal((20000, 3)) + 100.0
+    X[:1000] += 5.0                                          # five spreads away from the rest
+    X = X.astype(np.float32)
+    mean, var = speed.column_mean_var(X)
+    X64 = X.astype(np.float64)
+    np.testing.assert_allclose(mean, X64.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(var, X64.var(axis=0), rtol=1e-3)
+
+
+def test_column_dot_centred_promotes_like_its_formula():
+    G = np.ones((5, 2), dtype=np.float32)
+    X = np.arange(10, dtype=np.float32).reshape(5, 2)
+    mean = np.array([0.1, 0.2], dtype=np.float64)
+    out = speed.column_dot_centred(G, X, mean)
+    expected = (G * (X - mean)).sum(axis=0)
+    assert out.dtype == expected.dtype
+    np.testing.assert_allclose(out, expected, rtol=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(shape=st.lists(st.integers(1, 9), min_size=1, max_size=4), perm_seed=st.integers(0, 99),
+       dtype=st.sampled_from([np.float32, np.float64, np.int32]), row_width=st.sampled_from([1, 3, 16]),
+       threads=st.integers(1, 3), step=st.sampled_from([1, 2]))
+def test_positive_part_is_maximum_with_zero(shape, perm_seed, dtype, row_width, threads, step):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(speed, "ROW_WIDTH", row_width)     # many rows and a remainder even for small arrays
+        mp.setattr(speed, "cpu_threads", lambda: threads)
+        check_positive_part(shape, perm_seed, dtype, step)
+
+
+def check_positive_part(shape, perm_seed, dtype, step):
+    rng = np.random.default_rng(perm_seed)
+    base = (rng.standard_normal([s * step for s in shape]) * 5).astype(dtype)
+    x = base[tuple(slice(None, None, step) for _ in shape)]                     # strided when step is 2
+    x = x.transpose(rng.permutation(len(shape)))                                # any memory order
+    if dtype != np.int32 and x.size:
+        x.reshape(-1)[:1] = np.nan                     # (a copy when x is not one run: then nothing is set)
+    out = speed.positive_part(x)
+    expected = np.maximum(x, 0)
+    assert out.shape == expected.shape and out.dtype == expected.dtype
+    np.testing.assert_array_equal(out, expected)      # NaN where x is NaN
+
+
+def test_positive_part_keeps_the_layout_and_the_special_values():
+    x = np.ascontiguousarray(np.random.default_rng(13).standard_normal((4, 8, 8, 3)).astype(np.float32))
+    x = x.transpose(0, 3, 1, 2)                        # channels-last memory, as conv outputs are
+    x[0, 0, 0, :3] = [-np.inf, np.inf, np.nan]
+    out = speed.positive_part(x)
+    assert out.strides == x.strides
+    np.testing.assert_array_equal(out, np.maximum(x, 0))
+    assert out[0, 0, 0, 0] == 0 and out[0, 0, 0, 1] == np.inf and np.isnan(out[0, 0, 0, 2])
+
+
 @settings(max_examples=20, deadline=None)
 @given(n=st.integers(0, 50), threads=st.integers(1, 4))
 def test_parallel_chunks_is_the_same_as_one_call(n, threads):
