@@ -646,15 +646,15 @@ def positive_part(x):
     CPU), so the values, in their memory order, are viewed as rows of
     ``ROW_WIDTH`` and compared with a row of zeros, each core its own rows
     (:func:`parallel_chunks`). A NaN stays NaN, as in ``np.maximum``. On the
-    GPU, for an array whose values are not one dense run, or a small one,
-    it is ``maximum(x, 0)``.
+    GPU, for an array whose values are not one dense run, a small one, or
+    one that is not of ints or floats, it is ``maximum(x, 0)``.
     """
     import numpy as np
-    if type(x) is not np.ndarray:
-        return _module_of(x).maximum(x, 0)
+    if type(x) is not np.ndarray or x.dtype.kind not in "iuf" or x.size < 4 * ROW_WIDTH:
+        return (np if type(x) is np.ndarray else _module_of(x)).maximum(x, 0)
     out = np.empty_like(x)                       # the same memory layout as x (order "K")
     flat_x, flat_out = _memory_run(x), _memory_run(out)
-    if flat_x is None or flat_out is None or x.size < 4 * ROW_WIDTH:
+    if flat_x is None or flat_out is None:
         return np.maximum(x, 0, out=out)
     n_rows = x.size // ROW_WIDTH
     rows_x, rows_out = (a[:n_rows * ROW_WIDTH].reshape(n_rows, ROW_WIDTH) for a in (flat_x, flat_out))

@@ -153,6 +153,16 @@ def check_positive_part(shape, perm_seed, dtype, step):
     np.testing.assert_array_equal(out, expected)      # NaN where x is NaN
 
 
+@pytest.mark.parametrize("dtype", [np.bool_, np.int8, np.uint16, np.float16, np.complex64])
+def test_positive_part_of_other_dtypes_matches_numpy(monkeypatch, dtype):
+    monkeypatch.setattr(speed, "ROW_WIDTH", 4)
+    x = (np.arange(-40, 40) % 7 - 3).astype(dtype)
+    expected = np.maximum(x, 0)
+    out = speed.positive_part(x)
+    assert out.dtype == expected.dtype
+    np.testing.assert_array_equal(out, expected)
+
+
 def test_positive_part_keeps_the_layout_and_the_special_values():
     x = np.ascontiguousarray(np.random.default_rng(13).standard_normal((4, 8, 8, 3)).astype(np.float32))
     x = x.transpose(0, 3, 1, 2)                        # channels-last memory, as conv outputs are
