@@ -524,18 +524,18 @@ def column_mean_var(X):
     K = 0, loses it all when the mean is 100x the spread).
     """
     import numpy as np
-    M, C = X.shape
+    M = X.shape[0]
     if M == 0:                           # no rows: NumPy's mean and var of nothing (NaN)
         mean = column_sums(X) / M
         return mean, mean.copy()
-    if type(X) is not np.ndarray:        # the GPU: the two-pass formula, one kernel per line
+    (Xw,), tail, k = _wide_rows(X) if type(X) is np.ndarray else ((X[:0],), (X,), 1)
+    if len(Xw) == 0:                     # the GPU, or fewer rows than one wide row: the two-pass formula
         shift = X.mean(axis=0)
         d = X - shift
         sum_d, sum_d2 = d.sum(axis=0), (d * d).sum(axis=0)
     else:
         first = rows_per_block(X[:1].nbytes)
         shift = column_sums(X[:first]) / min(first, M)
-        (Xw,), tail, k = _wide_rows(X)
         minus_shift = np.tile(-shift, k)
 
         def deviations(lo, hi):          # sums of d and d**2 over wide rows lo..hi-1, d = X - shift
@@ -544,9 +544,7 @@ def column_mean_var(X):
             sum_d = ones @ d
             d *= d
             return np.stack([sum_d, ones @ d])
-        with single_threaded_blas():
-            sums = (row_block_sum(len(Xw), Xw[:1].nbytes, deviations).reshape(2, k, C).sum(axis=1) if len(Xw)
-                    else np.zeros((2, C), dtype=np.result_type(X, shift)))
+        sums = _wide_row_sums(Xw, k, deviations)
         d = tail[0] - shift
         sum_d, sum_d2 = sums[0] + d.sum(axis=0), sums[1] + (d * d).sum(axis=0)
     return shift + sum_d / M, (sum_d2 - sum_d * sum_d / M) / M
@@ -560,22 +558,17 @@ def column_dot_centred(G, X, mean):
     and summed as a BLAS product per block.
     """
     import numpy as np
-    if type(G) is not np.ndarray:        # the GPU: the formula
+    (Gw, Xw), tail, k = _wide_rows(G, X) if type(G) is np.ndarray else ((G[:0], X[:0]), (G, X), 1)
+    if len(Gw) == 0:                     # the GPU, or fewer rows than one wide row: the formula
         return (G * (X - mean)).sum(axis=0)
-    M, C = G.shape
     dtype = np.result_type(G, X, mean)
-    (Gw, Xw), tail, k = _wide_rows(G, X)
-    if len(Gw) == 0:                     # fewer rows than one wide row: the formula
-        return (G * (X - mean)).sum(axis=0).astype(dtype, copy=False)
     minus_mean = np.tile(-np.asarray(mean, dtype=dtype), k)
 
     def part(lo, hi):
         d = np.add(Xw[lo:hi], minus_mean, dtype=dtype)
         d *= Gw[lo:hi]
         return np.ones(hi - lo, dtype=dtype) @ d
-    with single_threaded_blas():
-        total = row_block_sum(len(Gw), Gw[:1].nbytes, part).reshape(k, C).sum(axis=0)
-    return total + (tail[0] * (tail[1] - mean)).sum(axis=0)
+    return _wide_row_sums(Gw, k, part) + (tail[0] * (tail[1] - mean)).sum(axis=0)
 
 
 def affine_rows(A, a, B=None, b=None, c=None):
@@ -627,6 +620,20 @@ def _wide_rows(*arrays):
     k = max(1, ROW_WIDTH // max(1, C))
     m = M - M % k
     return tuple(a[:m].reshape(m // k, k * C) for a in arrays), tuple(a[m:] for a in arrays), k
+
+
+def _wide_row_sums(W, k, part):
+    """The sum of ``part(lo, hi)`` over the wide rows of ``W`` (``_wide_rows``), folded back to per-channel sums.
+
+    ``part(lo, hi)`` sums wide rows lo..hi-1 into (..., k*C); the result is
+    that total as (..., C), column c adding up the k copies of channel c.
+    Blocks of about ``BLOCK_BYTES`` of W, on every core
+    (:func:`row_block_sum`), OpenBLAS single-threaded meanwhile. W has at
+    least one row.
+    """
+    with single_threaded_blas():
+        total = row_block_sum(len(W), W[:1].nbytes, part)
+    return total.reshape(total.shape[:-1] + (k, total.shape[-1] // k)).sum(axis=-2)
 
 
 def _module_of(a):
